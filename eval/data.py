@@ -1,0 +1,200 @@
+"""Load a dataset from a hub id, a local file, a folder of data files, or a ``save_to_disk`` folder.
+
+Everything comes back as a :class:`datasets.Dataset` with columns renamed to the names the caller
+asks for, so later code can rely on ``prompt`` / ``response`` (or any canonical names).
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import datasets
+
+from eval.errors import BadInputError, first_line
+
+# File suffix -> builder name of the `datasets` packaged loaders.
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+# Column names tried, in order, when the caller names no prompt / response column.
+PROMPT_CANDIDATES = ("prompt", "question", "instruction", "problem", "query", "input")
+RESPONSE_CANDIDATES = ("response", "answer", "completion", "output", "solution", "canonical_solution")
+
+
+def load_data(
+    source: str | os.PathLike,
+    *,
+    split: str = "train",
+    columns: Mapping[str, str] | None = None,
+    config: str | None = None,
+    limit: int | None = None,
+) -> datasets.Dataset:
+    """Load ``source`` as one split of a :class:`datasets.Dataset`.
+
+    Args:
+        source: a ``.jsonl``/``.json``/``.parquet``/``.csv`` file, a folder written by
+            ``save_to_disk``, a folder of such data files (splits inferred from file names,
+            e.g. ``train.jsonl``/``test.jsonl``), or a Hugging Face Hub dataset id.
+        split: the split to return when the source has several.
+        columns: mapping ``{wanted_name: column_in_source}``; each source column is renamed.
+        config: the hub dataset's configuration name (e.g. ``"main"`` for ``openai/gsm8k``).
+        limit: keep only the first ``limit`` rows.
+
+    Raises:
+        BadInputError: unknown file type, a path that does not exist or cannot be read, a missing
+            split or column, or an empty dataset.
+    """
+    if limit is not None and limit <= 0:
+        raise BadInputError(f"limit must be a positive integer, got {limit}")
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        ds = _load_local(path, split)
+    elif _looks_like_path(text):
+        raise BadInputError(f"dataset path does not exist: {text}")
+    else:
+        ds = _load_hub(text, config, split)
+    if len(ds) == 0:
+        raise BadInputError(f"dataset is empty: {text} (split '{split}')")
+    if limit is not None and limit < len(ds):
+        ds = ds.select(range(limit))
+    return rename_columns(ds, columns or {})
+
+
+def rename_columns(ds: datasets.Dataset, columns: Mapping[str, str]) -> datasets.Dataset:
+    """Rename ``{wanted: existing}`` columns; a missing one is named with the available list."""
+    missing = [src for src in columns.values() if src not in ds.column_names]
+    if missing:
+        raise BadInputError(
+            f"column '{missing[0]}' not found; available columns: {', '.join(ds.column_names)}"
+        )
+    renames = {src: dst for dst, src in columns.items() if src != dst}
+    clashing = [dst for dst in renames.values() if dst in ds.column_names and dst not in renames]
+    if clashing:
+        ds = ds.remove_columns(clashing)
+    return ds.rename_columns(renames) if renames else ds
+
+
+def resolve_column(
+    ds: datasets.Dataset, name: str | None, candidates: Sequence[str], role: str
+) -> str:
+    """Return ``name`` if the dataset has it, else the first candidate column present."""
+    if name is not None:
+        if name not in ds.column_names:
+            raise BadInputError(
+                f"{role} column '{name}' not found; available columns: {', '.join(ds.column_names)}"
+            )
+        return name
+    for candidate in candidates:
+        if candidate in ds.column_names:
+            return candidate
+    raise BadInputError(
+        f"no {role} column found (tried {', '.join(candidates)}); name one with --{role}-column; "
+        f"available columns: {', '.join(ds.column_names)}"
+    )
+
+
+def parse_column_map(spec: str | None) -> dict[str, str]:
+    """Parse ``"prompt=question,response=answer"`` into ``{"prompt": "question", ...}``."""
+    if not spec:
+        return {}
+    mapping: dict[str, str] = {}
+    for item in spec.split(","):
+        wanted, sep, existing = item.partition("=")
+        if not sep or not wanted.strip() or not existing.strip():
+            raise BadInputError(f"bad column mapping '{item}': expected NEW=EXISTING")
+        mapping[wanted.strip()] = existing.strip()
+    return mapping
+
+
+def default_data_dir() -> Path | None:
+    """The offline data folder: ``$CURATEKIT_DATA``, else ``../shared/data`` beside the checkout."""
+    candidates = [os.environ.get("CURATEKIT_DATA")]
+    here = Path(__file__).resolve().parents[1]
+    candidates += [here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return None
+
+
+def _looks_like_path(text: str) -> bool:
+    return (
+        text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or Path(text).suffix.lower() in FILE_BUILDERS
+    )
+
+
+def _load_local(path: Path, split: str) -> datasets.Dataset:
+    if not os.access(path, os.R_OK):
+        raise BadInputError(f"cannot read dataset path: {path} (permission denied)")
+    if path.is_dir():
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            if _saved_without_shards(path):  # `datasets` cannot load a 0-row save; say why
+                raise BadInputError(f"dataset is empty: {path} (saved with no rows)")
+            return _pick_split(_read(lambda: datasets.load_from_disk(str(path)), path), split, path)
+        data_files = [p for p in path.iterdir() if p.suffix.lower() in FILE_BUILDERS]
+        if not data_files:
+            raise BadInputError(
+                f"folder {path} is neither a save_to_disk dataset nor holds data files "
+                f"({', '.join(sorted(FILE_BUILDERS))})"
+            )
+        loaded = _read(lambda: datasets.load_dataset(str(path)), path)
+        return _pick_split(loaded, split, path)
+    builder = FILE_BUILDERS.get(path.suffix.lower())
+    if builder is None:
+        raise BadInputError(
+            f"unknown file type '{path.suffix or path.name}' for {path}; "
+            f"supported: {', '.join(sorted(FILE_BUILDERS))}, or a save_to_disk folder"
+        )
+    if path.stat().st_size == 0:
+        raise BadInputError(f"dataset is empty: {path} (0 bytes)")
+    return _read(lambda: datasets.load_dataset(builder, data_files=str(path), split="train"), path)
+
+
+def _load_hub(name: str, config: str | None, split: str) -> datasets.Dataset:
+    try:
+        return datasets.load_dataset(name, config, split=split)
+    except ValueError as err:  # unknown split or config
+        raise BadInputError(f"cannot load split '{split}' of hub dataset '{name}': {first_line(err)}")
+    except Exception as err:  # noqa: BLE001 - network, auth, not found: all end the same way
+        raise BadInputError(
+            f"cannot load '{name}': not a local path, and the Hugging Face Hub gave: {first_line(err)}"
+        ) from err
+
+
+def _saved_without_shards(path: Path) -> bool:
+    state = path / "state.json"
+    if not state.exists():
+        return False
+    try:
+        return json.loads(state.read_text()).get("_data_files") == []
+    except (OSError, ValueError):
+        return False
+
+
+def _pick_split(
+    loaded: datasets.Dataset | datasets.DatasetDict, split: str, path: Path
+) -> datasets.Dataset:
+    if isinstance(loaded, datasets.Dataset):
+        return loaded
+    if split not in loaded:
+        raise BadInputError(f"split '{split}' not in {path}; available splits: {', '.join(loaded)}")
+    return loaded[split]
+
+
+def _read(load, path: Path):
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # local reads take a moment; their bars only add noise
+    try:
+        return load()
+    except BadInputError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any reader failure is a bad file for the user
+        raise BadInputError(f"cannot read {path}: {first_line(err)}") from err
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+

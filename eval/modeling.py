@@ -1,0 +1,119 @@
+"""Model and tokenizer loading, and prompt building, shared by eval/, curate/, rl/ and sft/."""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from eval.errors import BadInputError, first_line
+
+# Used when a tokenizer has no chat template (base models, raw tokenizers).
+PLAIN_TEMPLATE = "{system}Question: {prompt}\nAnswer:"
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise BadInputError(f"unknown device '{device}': {err}") from err
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
+    """``auto`` is bf16 on a GPU that supports it, fp32 elsewhere (CPU half precision is slow)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        device = device or resolve_device()
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise BadInputError(f"unknown dtype '{dtype}'; choose one of auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_tokenizer(
+    name_or_path: str | os.PathLike, *, padding_side: str = "left", **kwargs: Any
+) -> PreTrainedTokenizerBase:
+    """Load a tokenizer with a pad token (the EOS token when it has none) and left padding.
+
+    Left padding is what batched generation needs; pass ``padding_side="right"`` for training.
+    """
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+    except Exception as err:  # noqa: BLE001 - OSError, ValueError, hub errors
+        raise BadInputError(f"cannot load tokenizer from '{name_or_path}': {first_line(err)}") from err
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise BadInputError(f"tokenizer '{name_or_path}' has no pad, eos or unk token to pad with")
+        tokenizer.pad_token = fallback
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    dtype: str | torch.dtype = "auto",
+    device: str | torch.device = "auto",
+    attn_implementation: str | None = None,
+    **kwargs: Any,
+) -> PreTrainedModel:
+    """Load a causal LM in eval mode on ``device`` with ``dtype`` (``sdpa`` attention by default)."""
+    device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(name_or_path), dtype=torch_dtype, attn_implementation=attn_implementation or "sdpa", **kwargs
+        )
+    except Exception as err:  # noqa: BLE001
+        raise BadInputError(f"cannot load model from '{name_or_path}': {first_line(err)}") from err
+    return model.to(device).eval()
+
+
+def load_model_and_tokenizer(
+    name_or_path: str | os.PathLike, *, padding_side: str = "left", **model_kwargs: Any
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Both at once; the model's generation config learns the tokenizer's pad token."""
+    tokenizer = load_tokenizer(name_or_path, padding_side=padding_side)
+    model = load_model(name_or_path, **model_kwargs)
+    if model.generation_config is not None and model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def build_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str,
+    *,
+    system: str | None = None,
+    use_chat_template: bool | None = None,
+    template: str = PLAIN_TEMPLATE,
+) -> str:
+    """Turn a user message into the model's input text.
+
+    With a chat template (``use_chat_template=None`` means: when the tokenizer has one) the
+    result ends with the assistant turn's opening; otherwise ``template`` is filled in.
+    """
+    if use_chat_template is None:
+        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
+    if use_chat_template:
+        if not getattr(tokenizer, "chat_template", None):
+            raise BadInputError("use_chat_template=True but the tokenizer has no chat template")
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return template.format(system=f"{system}\n\n" if system else "", prompt=prompt)
+

@@ -1,0 +1,1 @@
+"""Supervised fine-tuning on TRL's SFTTrainer, with CodeACT's Dynamic Pack."""

@@ -1,0 +1,1 @@
+"""Vision data-curation methods (noisy labels, condensation, active learning, ...) on shared utilities."""
