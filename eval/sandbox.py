@@ -77,6 +77,7 @@ class ExecResult:
     stdout: str
     stderr: str
     duration_s: float
+    stdout_tail: str = ""  # the last bytes of stdout, even when ``stdout`` (its head) was capped
 
     @property
     def passed(self) -> bool:
@@ -136,6 +137,7 @@ def _clean_env(work: Path | str) -> dict[str, str]:
 
 
 NOBODY = 65534
+TAIL_BYTES = 2048
 
 
 def _runs_for_others(path: str) -> bool:
@@ -218,7 +220,7 @@ class Sandbox:
                 )
                 try:
                     returncode: int | None = proc.wait(timeout=timeout)
-                    finished = marker is None or _tail_has(out, marker)
+                    finished = marker is None or marker in _tail(out, len(marker) + 64)
                     status = "passed" if returncode == 0 and finished else "failed"
                 except subprocess.TimeoutExpired:
                     returncode, status = None, "timeout"
@@ -226,12 +228,14 @@ class Sandbox:
                     _kill_group(proc)
                 duration = time.monotonic() - start
                 stdout = _head(out, self.config.max_output_bytes)
+                tail = _tail(out, TAIL_BYTES)
                 stderr = _head(err, self.config.max_output_bytes)
                 if marker:
                     stdout = stdout.replace(f"\n{marker}\n", "")
+                    tail = tail.replace(f"\n{marker}\n", "")
                     if returncode == 0 and status == "failed":
                         stderr += "\nexited before the end of the program"
-                return ExecResult(status, returncode, stdout, stderr, duration)
+                return ExecResult(status, returncode, stdout, stderr, duration, tail)
         finally:
             shutil.rmtree(base, ignore_errors=True)
 
@@ -262,10 +266,10 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _tail_has(stream, marker: str) -> bool:
+def _tail(stream, size: int) -> str:
     stream.seek(0, os.SEEK_END)
-    stream.seek(max(0, stream.tell() - len(marker) - 64))
-    return marker.encode() in stream.read()
+    stream.seek(max(0, stream.tell() - size))
+    return stream.read().decode("utf-8", errors="replace")
 
 
 def _head(stream, limit: int) -> str:

@@ -1,0 +1,103 @@
+"""``curate eval TASK``: generate with a model (or read a file of completions) and score a task."""
+from __future__ import annotations
+
+import argparse
+
+# Task-specific flags; every task gets the common ones below.
+TASK_HELP = {
+    "gsm8k": "GSM8K accuracy (exact match on the final number)",
+    "humaneval": "HumanEval pass@k (unit tests in the sandbox)",
+}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from curate.cli import common_options
+
+    parser = subparsers.add_parser("eval", help="evaluate a model on a task (gsm8k, humaneval)")
+    tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+    for name, help_text in TASK_HELP.items():
+        task = tasks.add_parser(name, parents=[common_options()], help=help_text, description=help_text)
+        source = task.add_mutually_exclusive_group(required=True)
+        source.add_argument("--model", help="model folder or hub id to generate with")
+        samples_flags = ["--samples", "--predictions"] if name == "gsm8k" else ["--samples"]
+        source.add_argument(*samples_flags, dest="samples", metavar="FILE",
+                            help="score pre-generated completions: jsonl of {task_id, completion}")
+        task.add_argument("--out", help="output folder (default: runs/eval/TASK-NAME)")
+        task.add_argument("--limit", type=int, help="only the first N problems")
+        task.add_argument("--n", type=int, default=1, help="completions per problem (default: 1)")
+        task.add_argument("--temperature", type=float,
+                          help="sampling temperature (default: 0, greedy, for n=1; 0.8 for n>1)")
+        task.add_argument("--top-p", type=float, default=0.95, help="(default: 0.95)")
+        task.add_argument("--max-new-tokens", type=int, help="(default: the task's, 256 / 512)")
+        task.add_argument("--seed", type=int, default=0, help="(default: 0)")
+        task.add_argument("--k", type=_ks, help="pass@k values to report, e.g. 1,10 (default: "
+                          + ("1,10,100; those with k <= n)" if name == "humaneval" else "1)"))
+        task.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"],
+                          help="auto: vllm when installed and a GPU is present, else hf")
+        task.add_argument("--batch-size", type=int, default=32, help="hf backend batch size (default: 32)")
+        task.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
+        task.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+        chat = task.add_mutually_exclusive_group()
+        chat.add_argument("--chat", action="store_true", default=None,
+                          help="prompt through the chat template (default: when the tokenizer has one)")
+        chat.add_argument("--no-chat", dest="chat", action="store_false", help="plain prompts")
+        task.add_argument("--system", help="system message")
+        task.add_argument("--no-resume", dest="resume", action="store_false",
+                          help="ignore cached generations in the output folder")
+        if name == "gsm8k":
+            task.add_argument("--data", help="dataset file, folder or hub id (default: offline GSM8K, "
+                              "else openai/gsm8k)")
+            task.add_argument("--split", default="test", help="(default: test)")
+            task.add_argument("--num-fewshot", type=int, default=0,
+                              help="worked examples from the train split before each question (default: 0)")
+            task.add_argument("--answer-mode", default="flexible", choices=["strict", "flexible"],
+                              help="strict: '#### N' or 'The answer is N'; flexible: else the last number")
+        else:
+            task.add_argument("--workers", type=int, help="sandbox processes at once (default: CPU count)")
+            task.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: 10)")
+        task.set_defaults(func=run_eval)
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(int(k) for k in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got '{text}'") from None
+    if min(ks) < 1:
+        raise argparse.ArgumentTypeError(f"k must be positive, got '{text}'")
+    return ks
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from eval.evaluate import EvalConfig, evaluate
+    from eval.tasks import TaskOptions
+
+    options = TaskOptions(
+        source=getattr(args, "data", None), split=getattr(args, "split", "test"), limit=args.limit,
+        num_fewshot=getattr(args, "num_fewshot", 0), chat=args.chat, system=args.system,
+        answer_mode=getattr(args, "answer_mode", "flexible"), workers=getattr(args, "workers", None),
+        timeout_s=getattr(args, "timeout", 10.0),
+    )
+    config = EvalConfig(
+        task=args.task, model=args.model, samples_file=args.samples, out_dir=args.out,
+        backend=args.backend, n=args.n, temperature=args.temperature, top_p=args.top_p,
+        max_new_tokens=args.max_new_tokens, seed=args.seed, ks=args.k, batch_size=args.batch_size,
+        dtype=args.dtype, device=args.device, resume=args.resume, options=options,
+    )
+    summary = evaluate(config)
+    print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    low, high = summary["accuracy_ci95"]
+    lines = [f"{summary['task']}: {summary['problems']} problems, {summary['samples']} samples "
+             f"({summary['backend']})"]
+    metrics = [k for k in summary if k.startswith("pass@")] if summary["headline"] != "accuracy" else ["accuracy"]
+    for name in metrics:
+        value = summary[name]
+        interval = f"  (95% CI {100 * low:.1f}-{100 * high:.1f})" if name in ("accuracy", "pass@1") else ""
+        lines.append(f"  {name:<9} {100 * value:6.2f}%{interval}")
+    lines.append(f"  samples: {summary['files']['samples']}")
+    lines.append(f"  summary: {summary['files']['summary']}")
+    return "\n".join(lines)

