@@ -198,3 +198,24 @@ def _read(load, path: Path):
         if was_enabled:
             datasets.enable_progress_bars()
 
+
+
+def save_dataset(ds: datasets.Dataset, path: str | os.PathLike) -> Path:
+    """Write ``ds`` atomically: ``.jsonl``/``.json``/``.parquet``/``.csv`` by suffix, else a
+    ``save_to_disk`` folder."""
+    from eval.io import atomic_dir, atomic_file
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in FILE_BUILDERS:
+        with atomic_file(path) as tmp:
+            if suffix in (".jsonl", ".json"):
+                ds.to_json(str(tmp), lines=suffix == ".jsonl", force_ascii=False)
+            elif suffix == ".parquet":
+                ds.to_parquet(str(tmp))
+            else:
+                ds.to_csv(str(tmp), index=False)
+        return path
+    with atomic_dir(path) as tmp:
+        ds.save_to_disk(str(tmp))
+    return path

@@ -7,7 +7,6 @@ first chunk it had not finished, and a finished one is not generated again.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -16,8 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
+from eval.cache import digest, model_fingerprint, run_chunked
 from eval.errors import BadInputError
 from eval.generation import Completion, Generator, SamplingConfig, load_generator
 from eval.io import atomic_write_json, atomic_write_text
@@ -131,64 +129,21 @@ def evaluate(config: EvalConfig, generator: Generator | None = None) -> dict[str
 def cache_key(task: str, model: str | None, backend: str, prompts: Sequence[str],
               sampling: SamplingConfig, chunk_size: int) -> str:
     """A digest of everything that decides the completions."""
-    digest = hashlib.sha256()
-    for part in (task, backend, model_fingerprint(model), json.dumps(asdict(sampling), sort_keys=True),
-                 str(chunk_size), *prompts):
-        digest.update(part.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
+    return digest(task, backend, model_fingerprint(model), json.dumps(asdict(sampling), sort_keys=True),
+                  str(chunk_size), *prompts)
 
 
-def model_fingerprint(model: str | None) -> str:
-    """A local model folder by its files' names, sizes and modification times; a hub id by name."""
-    if model is None:
-        return ""
-    path = Path(model)
-    if not path.is_dir():
-        return model
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    return json.dumps([(str(p.relative_to(path)), p.stat().st_size, p.stat().st_mtime_ns) for p in files])
-
-
-def generate_cached(generator: Generator, prompts: Sequence[str], sampling: SamplingConfig, cache: Path,
+def generate_cached(generator: Generator, prompts: Sequence[str], sampling: SamplingConfig, cache: Path | None,
                     chunk_size: int = 64, resume: bool = True, progress: bool = True) -> list[list[Completion]]:
     """Generate chunk by chunk (chunk c sampled with seed ``sampling.seed + c``, so results do not
     depend on where a run was interrupted), appending each finished chunk to ``cache``."""
-    done = _read_cache(cache) if resume else {}
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    # Rewrite the valid part: a chunk cut off mid-line by an interruption is dropped.
-    atomic_write_text(cache, "".join(json.dumps({"chunk": c, "completions": v}) + "\n" for c, v in sorted(done.items())))
-    chunks = range(0, len(prompts), chunk_size)
-    bar = tqdm(total=len(prompts), desc=f"generate ({generator.name})", unit="prompt", disable=not progress)
-    results: list[list[Completion]] = []
-    with open(cache, "a", encoding="utf-8") as f:
-        for c, start in enumerate(chunks):
-            batch = prompts[start:start + chunk_size]
-            if c in done and len(done[c]) == len(batch):
-                out = [[Completion(**item) for item in samples] for samples in done[c]]
-            else:
-                params = {**asdict(sampling), "seed": sampling.seed + c}
-                out = generator.generate(batch, **params)
-                f.write(json.dumps({"chunk": c, "completions": [[asdict(x) for x in s] for s in out]}) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-            results.extend(out)
-            bar.update(len(batch))
-    bar.close()
-    return results
+    def compute(c: int, batch: Sequence[str]) -> list[list[Completion]]:
+        return generator.generate(batch, **{**asdict(sampling), "seed": sampling.seed + c})
 
-
-def _read_cache(cache: Path) -> dict[int, list]:
-    done: dict[int, list] = {}
-    if not cache.exists():
-        return done
-    for line in cache.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-            done[int(record["chunk"])] = record["completions"]
-        except (ValueError, KeyError, TypeError):
-            continue  # an interrupted write
-    return done
+    return run_chunked(prompts, compute, cache, chunk_size=chunk_size, resume=resume, progress=progress,
+                       encode=lambda samples: [asdict(x) for x in samples],
+                       decode=lambda samples: [Completion(**x) for x in samples],
+                       desc=f"generate ({generator.name})", unit="prompt")
 
 
 def read_samples(path: str | os.PathLike, task: Task, options: TaskOptions

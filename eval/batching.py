@@ -1,0 +1,26 @@
+"""Length-sorted, token-budget batches: similar lengths share a batch, so little is padding, and a
+batch's padded size (rows x longest row) stays under a budget, so long rows come in small batches."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int | None = None
+                         ) -> list[list[int]]:
+    """Indices of ``lengths`` grouped into batches, longest first, each with
+    ``len(batch) * max(lengths in batch) <= max_tokens`` (a row longer than the budget goes alone)."""
+    if max_tokens < 1:
+        raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]  # sorted: the first is the longest
+        full = max_batch_size is not None and len(current) >= max_batch_size
+        if current and (full or (len(current) + 1) * longest > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,182 @@
+"""CDAS (CodeACT): IFD = PPL(A|Q) / PPL(A) computed in batches equals the one-at-a-time definition;
+selection keeps floor(m * n_c) rows with IFD < 1 per cluster, highest IFD first; bad rows are
+reported, never selected; the CLI writes the selection, the report and the plot."""
+from __future__ import annotations
+
+import json
+import math
+
+import datasets
+import numpy as np
+import pytest
+
+from curate import cdas
+from curate.ifd import IFDConfig, encode_pairs, ifd_reference, ifd_scores
+from curate.cli import main
+from eval.errors import BadInputError
+
+
+@pytest.fixture(scope="module")
+def gsm8k_rows(gsm8k_dir):
+    rows = [json.loads(line) for line in (gsm8k_dir / "train.jsonl").read_text().splitlines()[:40]]
+    return [r["question"] for r in rows], [r["answer"] for r in rows]
+
+
+def test_batched_ifd_equals_the_reference_loop(tiny_model, gsm8k_rows):
+    model, tokenizer = tiny_model
+    prompts, answers = gsm8k_rows
+    # A small window and budget: prompts get cut, batches mix answer-only and conditioned sequences.
+    config = IFDConfig(max_length=160, max_tokens_per_batch=800, logits_rows=100)
+    fast = ifd_scores(prompts, answers, model, tokenizer, config, progress=False)
+    slow = ifd_reference(prompts, answers, model, tokenizer, config, progress=False)
+    assert fast.skip_reason == slow.skip_reason and 0 < fast.skip_reason.count("") < len(prompts)
+    for name in ("ppl_answer", "ppl_conditioned", "ifd"):
+        a, b = np.array(getattr(fast, name)), np.array(getattr(slow, name))
+        assert np.array_equal(np.isnan(a), np.isnan(b))
+        ok = ~np.isnan(a)
+        assert np.all(np.abs(a[ok] - b[ok]) / b[ok] < 1e-4), name
+    assert np.allclose(fast.ifd, np.array(fast.ppl_conditioned) / np.array(fast.ppl_answer), equal_nan=True)
+
+
+def test_ifd_matches_the_definition_by_hand(tiny_model):
+    """PPL(A|Q) and PPL(A) over the same answer tokens, straight from the logits."""
+    import torch
+
+    model, tokenizer = tiny_model
+    question, answer = "How many apples are left?", "She has 5 - 2 = 3 apples left.\n#### 3"
+    config = IFDConfig()
+    result = ifd_scores([question], [answer], model, tokenizer, config, progress=False)
+    answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+    prompt_ids = tokenizer(config.template.format(prompt=question), add_special_tokens=False).input_ids
+    assert tokenizer.bos_token_id is None  # so the first answer token is not scored in either
+
+    def ppl(ids, first):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), -1)
+        return math.exp(-np.mean([logp[t - 1, ids[t]].item() for t in range(first, len(ids))]))
+
+    ppl_a = ppl(answer_ids, 1)
+    ppl_c = ppl(prompt_ids + answer_ids, len(prompt_ids) + 1)
+    assert result.ppl_answer[0] == pytest.approx(ppl_a, rel=1e-5)
+    assert result.ppl_conditioned[0] == pytest.approx(ppl_c, rel=1e-5)
+    assert result.ifd[0] == pytest.approx(ppl_c / ppl_a, rel=1e-5)
+
+
+def test_truncation_keeps_the_answer_whole(tiny_model, gsm8k_rows):
+    _, tokenizer = tiny_model
+    prompts, answers = gsm8k_rows
+    config = IFDConfig(max_length=120)
+    pairs, reasons = encode_pairs(prompts, answers, tokenizer, config)
+    cut = 0
+    for pair, answer, reason in zip(pairs, answers, reasons):
+        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+        if pair is None:  # only answers that cannot fit beside one prompt token are skipped
+            assert reason.startswith("answer longer than max_length") and len(answer_ids) >= 119
+            continue
+        alone, conditioned = pair
+        assert reason == "" and len(conditioned.ids) <= 120
+        assert conditioned.ids[-len(answer_ids):] == answer_ids == alone.ids
+        assert conditioned.start == len(conditioned.ids) - len(answer_ids) + 1
+        cut += len(conditioned.ids) == 120
+    assert cut > 0  # some prompts really were cut
+
+
+def test_bad_rows_are_marked_reported_and_never_selected(tiny_model):
+    model, tokenizer = tiny_model
+    prompts = ["What is 2 + 3?", "", "What is 4 + 4?", "Why?", "What is 7 - 2?", "What is 9 * 9?"] * 3
+    answers = ["2 + 3 = 5\n#### 5", "#### 1", "", "x " * 900, "7 - 2 = 5\n#### 5", "9 * 9 = 81\n#### 81"] * 3
+    ds = datasets.Dataset.from_dict({"question": prompts, "answer": answers})
+    scored = cdas.score(ds, model, tokenizer, cdas.CDASConfig(num_clusters=2, ratio=1.0,
+                                                              ifd=IFDConfig(max_length=256)), progress=False)
+    reasons = scored["skip_reason"]
+    assert reasons[1] == "empty prompt" and reasons[2] == "empty answer"
+    assert reasons[3].startswith("answer longer than max_length")
+    assert scored["cluster"][1] == -1 and math.isnan(scored["ifd"][2])
+    for method in cdas.METHODS:
+        chosen = cdas.select(scored, 1.0, method)
+        assert all(r == "" for r in chosen["skip_reason"]), method
+    report = cdas.report(scored, cdas.select(scored, 1.0), 1.0, "cdas")
+    assert report["skipped"] == 9 and {r["row"] for r in report["skipped_rows"]} == {
+        i for i, r in enumerate(reasons) if r}
+
+
+def test_cdas_keeps_the_top_share_of_every_cluster():
+    rng = np.random.default_rng(0)
+    ifd = rng.uniform(0.7, 1.2, size=500)
+    ifd[rng.choice(500, 20, replace=False)] = np.nan
+    clusters = rng.integers(0, 7, size=500)
+    for ratio in (0.1, 0.4, 1.0):
+        kept = cdas.cdas_indices(ifd, clusters, ratio)
+        assert np.all(ifd[kept] < 1)
+        for c in range(7):
+            eligible = np.flatnonzero((clusters == c) & (ifd < 1))
+            mine = kept[clusters[kept] == c]
+            assert len(mine) == math.floor(ratio * len(eligible))
+            rest = np.setdiff1d(eligible, mine)
+            if len(mine) and len(rest):
+                assert ifd[mine].min() >= ifd[rest].max()  # highest IFD (still < 1) first
+
+
+def _scored(n=60):
+    rng = np.random.default_rng(1)
+    return datasets.Dataset.from_dict({
+        "question": [f"q{i}" for i in range(n)], "answer": [f"a{i}" for i in range(n)],
+        "ifd": rng.uniform(0.8, 1.1, n).tolist(), "ppl_answer": [2.0] * n, "ppl_conditioned": [2.0] * n,
+        "cluster": rng.integers(0, 3, n).tolist(), "response_tokens": rng.integers(5, 200, n).tolist(),
+        "skip_reason": [""] * n,
+    })
+
+
+def test_baselines_take_as_many_rows_as_cdas():
+    scored = _scored()
+    n = len(cdas.select(scored, 0.5))
+    by_length = cdas.select(scored, 0.5, "length")
+    assert len(by_length) == len(cdas.select(scored, 0.5, "ifd")) == len(cdas.select(scored, 0.5, "random")) == n
+    assert min(by_length["response_tokens"]) >= sorted(scored["response_tokens"], reverse=True)[n - 1]
+    assert cdas.select(scored, 0.5, "random", seed=3)["question"] == cdas.select(scored, 0.5, "random", seed=3)["question"]
+    top_ifd = cdas.select(scored, 0.5, "ifd")["ifd"]
+    assert max(top_ifd) < 1 and min(top_ifd) == sorted(v for v in scored["ifd"] if v < 1)[-n]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(ratio=0.0), "ratio must be in \\(0, 1\\], got 0.0"),
+    (dict(ratio=1.5), "ratio must be in \\(0, 1\\], got 1.5"),
+    (dict(num_clusters=0), "num_clusters must be at least 1"),
+])
+def test_bad_config_values_are_named(bad, message):
+    with pytest.raises(BadInputError, match=message):
+        cdas.CDASConfig(**bad)
+
+
+def test_more_clusters_than_rows_and_missing_columns(tiny_model):
+    model, tokenizer = tiny_model
+    ds = datasets.Dataset.from_dict({"question": ["a b", "c d"], "answer": ["1 2 3", "4 5 6"]})
+    with pytest.raises(BadInputError, match="num_clusters=10 is more than the 2 rows"):
+        cdas.score(ds, model, tokenizer, cdas.CDASConfig(), progress=False)
+    with pytest.raises(BadInputError, match="response column 'solution' not found"):
+        cdas.score(ds, model, tokenizer, cdas.CDASConfig(response_column="solution"), progress=False)
+    with pytest.raises(BadInputError, match="run curate.cdas.score first"):
+        cdas.select(ds, 0.4)
+
+
+def test_cli_writes_selection_report_and_plot(tiny_model_dir, gsm8k_dir, tmp_path, capsys):
+    out = tmp_path / "sel" / "cdas.jsonl"
+    args = ["select", "cdas", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "120", "--model",
+            str(tiny_model_dir), "--out", str(out), "--num-clusters", "4", "--device", "cpu",
+            "--cache-dir", str(tmp_path / "cache")]
+    assert main(args) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    report = json.loads((tmp_path / "sel" / "cdas.report.json").read_text())
+    assert (tmp_path / "sel" / "cdas.ifd.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(rows) == report["selected"] > 0 and report["rows"] == 120
+    assert sum(c["selected"] for c in report["clusters"]) == len(rows)
+    assert all(r["ifd"] < 1 for r in rows) and {"cluster", "ppl_answer", "ppl_conditioned"} <= rows[0].keys()
+    assert len(list((tmp_path / "cache").glob("ifd-*.jsonl"))) == 1
+
+    saved = tmp_path / "sel_disk"  # no suffix: a save_to_disk folder, and the cached IFD is reused
+    assert main([*args[:-4], "--out", str(saved), "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert datasets.load_from_disk(str(saved))["question"] == [r["question"] for r in rows]
+
+    assert main([*args[:8], "--out", str(tmp_path / "bad.jsonl"), "--ratio", "0"]) == 2
+    assert "ratio must be in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "bad.jsonl").exists()
