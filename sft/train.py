@@ -1,0 +1,130 @@
+"""Supervised fine-tuning on TRL's SFTTrainer, with a choice of padding:
+
+- ``pad``: pad every batch to its longest sample (TRL's default collator);
+- ``dynamic_pack``: CodeACT's Dynamic Pack with per-sample positions (:mod:`sft.packing`);
+- ``bfd``: TRL's best-fit-decreasing packing of the whole dataset, padding-free.
+
+Loss is on completion (answer) tokens only. Launch:
+
+    accelerate launch -m sft.train --config recipes/sft_gsm8k_tiny.yaml [--any_field value]
+
+The YAML holds the fields of :class:`SFTScriptArguments`, TRL's ``SFTConfig`` and ``ModelConfig``
+(e.g. ``use_peft: true``, ``lora_r: 16`` for LoRA via peft). ``dataset`` may be any dataset source,
+including a selection written by ``curate select``.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+
+from eval.errors import BadInputError
+
+PADDING_MODES = ("pad", "dynamic_pack", "bfd")
+
+
+@dataclass
+class SFTScriptArguments:
+    """What to train on and how to batch it (TRL's SFTConfig and ModelConfig hold the rest)."""
+
+    dataset: str = field(default="", metadata={"help": "hub id, data file, or save_to_disk folder"})
+    dataset_split: str = field(default="train", metadata={"help": "split to train on"})
+    dataset_config: str | None = field(default=None, metadata={"help": "hub dataset configuration"})
+    prompt_column: str | None = field(default=None, metadata={"help": "default: prompt, question, ..."})
+    response_column: str | None = field(default=None, metadata={"help": "default: response, answer, ..."})
+    limit: int | None = field(default=None, metadata={"help": "train on the first N rows only"})
+    padding: str = field(default="dynamic_pack", metadata={"help": "pad, dynamic_pack or bfd"})
+    chat: bool | None = field(default=None, metadata={
+        "help": "conversational samples through the chat template (default: when the tokenizer has one)"})
+
+    def __post_init__(self) -> None:
+        if self.padding not in PADDING_MODES:
+            raise BadInputError(f"padding must be one of {', '.join(PADDING_MODES)}, got '{self.padding}'")
+        if not self.dataset:
+            raise BadInputError("dataset is required (a hub id, data file or save_to_disk folder)")
+
+
+def to_prompt_completion(ds: datasets.Dataset, args: SFTScriptArguments, tokenizer: Any) -> datasets.Dataset:
+    """TRL's prompt-completion format: conversational when chat templates are used, else plain text
+    ("Question: ...\\nAnswer:" + " answer"). Datasets already in that format pass through."""
+    from eval.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
+    from eval.modeling import PLAIN_TEMPLATE
+
+    if "messages" in ds.column_names or {"prompt", "completion"} <= set(ds.column_names):
+        return ds
+    prompt_col = resolve_column(ds, args.prompt_column, PROMPT_CANDIDATES, "prompt")
+    response_col = resolve_column(ds, args.response_column, RESPONSE_CANDIDATES, "response")
+    chat = args.chat if args.chat is not None else bool(getattr(tokenizer, "chat_template", None))
+    empty = [i for i, (p, r) in enumerate(zip(ds[prompt_col], ds[response_col])) if not p or not r]
+    if empty:
+        raise BadInputError(f"{len(empty)} rows have an empty prompt or response (rows {empty[:10]})")
+
+    def convert(row: dict[str, Any]) -> dict[str, Any]:
+        if chat:
+            return {"prompt": [{"role": "user", "content": row[prompt_col]}],
+                    "completion": [{"role": "assistant", "content": row[response_col]}]}
+        return {"prompt": PLAIN_TEMPLATE.format(system="", prompt=row[prompt_col]),
+                "completion": " " + row[response_col]}
+
+    return ds.map(convert, remove_columns=ds.column_names, desc="prompt-completion")
+
+
+def train(script_args: SFTScriptArguments, training_args, model_args):
+    """Build the trainer, train, save the model to ``training_args.output_dir``; returns the trainer."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import SFTTrainer, get_peft_config
+
+    from eval.data import load_data
+    from eval.modeling import load_tokenizer
+    from sft.packing import DynamicPackCollator, make_trainer_class
+
+    if not model_args.model_name_or_path:
+        raise BadInputError("model_name_or_path is required")
+    tokenizer = load_tokenizer(model_args.model_name_or_path, padding_side="right")
+    ds = load_data(script_args.dataset, split=script_args.dataset_split, config=script_args.dataset_config,
+                   limit=script_args.limit)
+    ds = to_prompt_completion(ds, script_args, tokenizer)
+
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path, dtype=dtype or "auto",
+        attn_implementation=model_args.attn_implementation or "sdpa",
+    )
+    collator, trainer_class = None, SFTTrainer
+    if script_args.padding == "pad":
+        training_args.packing, training_args.padding_free = False, False
+    elif script_args.padding == "bfd":
+        training_args.packing, training_args.packing_strategy, training_args.padding_free = True, "bfd", True
+    else:
+        training_args.packing, training_args.padding_free = False, False
+        collator = DynamicPackCollator(tokenizer.pad_token_id, training_args.max_length or 1024)
+        trainer_class = make_trainer_class()
+    trainer = trainer_class(model=model, args=training_args, train_dataset=ds, processing_class=tokenizer,
+                         data_collator=collator, peft_config=get_peft_config(model_args))
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+    return trainer
+
+
+def parse(argv: list[str] | None = None):
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+    return parser.parse_args_and_config(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        script_args, training_args, model_args = parse(argv)
+        train(script_args, training_args, model_args)
+    except BadInputError as err:
+        print(f"sft.train: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

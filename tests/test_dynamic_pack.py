@@ -1,0 +1,81 @@
+"""Dynamic Pack: packed rows never let attention cross samples, so the loss of a packed batch equals
+the loss of the same samples unpacked; CodeACT's all-ones-mask concatenation does not."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from sft.packing import DynamicPackCollator, pack_rows
+
+
+def test_pack_rows_fits_every_sample_once():
+    rng = random.Random(0)
+    lengths = [rng.randint(5, 300) for _ in range(200)]
+    rows = pack_rows(lengths, 512)
+    assert sorted(i for row in rows for i in row) == list(range(200))
+    assert all(sum(lengths[i] for i in row) <= 512 for row in rows)
+    assert len(rows) <= sum(lengths) / 512 * 1.1 + 1  # first-fit decreasing: close to the bound
+
+
+@pytest.fixture(scope="module")
+def examples(tiny_model, gsm8k_dir):
+    """Tokenized prompt+answer samples with the prompt masked out of the labels, as SFTTrainer makes them."""
+    _, tokenizer = tiny_model
+    rows = [json.loads(line) for line in (gsm8k_dir / "train.jsonl").read_text().splitlines()[:12]]
+    out = []
+    for r in rows:
+        prompt = tokenizer(f"Question: {r['question']}\nAnswer:", add_special_tokens=False).input_ids
+        answer = tokenizer(" " + r["answer"], add_special_tokens=False).input_ids[:120]
+        out.append({"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer})
+    return out
+
+
+def _loss(model, batch):
+    # As in training (TRL passes use_cache=False): with a KV cache transformers skips packed-sequence masks.
+    with torch.no_grad():
+        return float(model(**batch, use_cache=False).loss)
+
+
+def test_collator_restarts_positions_and_masks_boundaries(examples):
+    batch = DynamicPackCollator(pad_token_id=0, max_length=512)(examples)
+    assert batch.keys() == {"input_ids", "labels", "position_ids", "num_real_tokens"}
+    assert batch["num_real_tokens"] == sum(len(ex["input_ids"]) for ex in examples)
+    starts = (batch["position_ids"] == 0).sum()
+    assert starts >= len(examples)  # one start per sample (plus one per padded row tail)
+    assert torch.all(batch["labels"][batch["position_ids"] == 0] == -100)
+    real = sum(len(ex["input_ids"]) for ex in examples)
+    assert batch["input_ids"].shape[0] < len(examples) and batch["input_ids"].numel() >= real
+
+
+def test_packed_loss_equals_unpacked_loss(tiny_model, examples):
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model, tokenizer = tiny_model
+    assert model.config._attn_implementation == "sdpa"
+    padded = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(examples)
+    packed = DynamicPackCollator(tokenizer.pad_token_id, max_length=512)(examples)
+    packed.pop("num_real_tokens")
+    assert packed["input_ids"].shape[0] < len(examples)  # several samples share rows
+    unpacked_loss, packed_loss = _loss(model, padded), _loss(model, packed)
+    assert abs(packed_loss - unpacked_loss) / unpacked_loss < 1e-4
+
+    # CodeACT's public version: the same rows under an all-ones mask with positions running on.
+    wrong = {"input_ids": packed["input_ids"], "labels": packed["labels"],
+             "attention_mask": torch.ones_like(packed["input_ids"]),
+             "position_ids": torch.arange(packed["input_ids"].shape[1]).expand_as(packed["input_ids"])}
+    # The same check fails for it (the random tiny model is near-uniform, so means move little) ...
+    assert abs(_loss(model, wrong) - unpacked_loss) / unpacked_loss > 1e-4
+    # ... and token by token the samples after the first in each row are clearly wrong.
+    right_tokens, wrong_tokens = _token_nll(model, packed), _token_nll(model, wrong)
+    assert (wrong_tokens - right_tokens).abs().max() > 0.05
+
+
+def _token_nll(model, batch):
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+    labels = batch["labels"][:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, reduction="none")
+    return nll[labels != -100]
