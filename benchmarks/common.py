@@ -47,3 +47,46 @@ def report(name: str, command: str, header: Sequence[str], rows: Sequence[Sequen
                              "rows": [dict(zip(header, row)) for row in rows], **(extra or {})})
     print(f"\nJSON: {path}")
     return path
+
+
+# Randomly initialised model shapes for benchmarks (the tiny tokenizer's ids fit every vocabulary).
+SHAPES: dict[str, dict[str, Any]] = {
+    "tiny": {},
+    "qwen2-0.5b": dict(hidden_size=896, num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
+                       intermediate_size=4864, vocab_size=151936, tie_word_embeddings=True),
+}
+
+
+def tiny_model_dir(folder: Path) -> Path:
+    """The tiny model and tokenizer (trained on 1,000 GSM8K train rows), saved under ``folder``."""
+    import json
+
+    from eval.data import default_data_dir
+    from eval.tiny import build_tiny_model
+
+    lines = (default_data_dir() / "gsm8k" / "train.jsonl").read_text().splitlines()[:1000]
+    rows = [json.loads(line) for line in lines]
+    return build_tiny_model(folder / "tiny", [r["question"] + "\n" + r["answer"] for r in rows])
+
+
+def build_model(shape: str, dtype: str, model_dir: str | Path):
+    """(model, tokenizer, device): the tiny model from ``model_dir``, or a random model of ``shape``
+    with the tiny tokenizer, on the GPU when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from eval.modeling import load_tokenizer, resolve_device, resolve_dtype
+
+    if shape not in SHAPES:
+        raise SystemExit(f"unknown shape '{shape}'; choose one of {', '.join(SHAPES)}")
+    tokenizer = load_tokenizer(model_dir, padding_side="right")
+    device = resolve_device("auto")
+    torch_dtype = resolve_dtype(dtype, device)
+    if shape == "tiny":
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, attn_implementation="sdpa")
+    else:
+        config = Qwen2Config(**SHAPES[shape], head_dim=64, max_position_embeddings=4096,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation="sdpa")
+    return model.to(device), tokenizer, device

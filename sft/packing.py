@@ -19,12 +19,10 @@ from typing import Any
 import torch
 
 
-def pack_rows(lengths: Sequence[int], max_length: int) -> list[list[int]]:
-    """First-fit decreasing: indices grouped into rows whose lengths sum to at most ``max_length``
-    (a sample longer than that is a row of its own; the trainer truncates to max_length first)."""
+def _first_fit_decreasing(lengths: Sequence[int], order: list[int], max_length: int) -> list[list[int]]:
     rows: list[list[int]] = []
     room: list[int] = []
-    for i in sorted(range(len(lengths)), key=lambda k: -lengths[k]):
+    for i in order:
         for r, free in enumerate(room):
             if lengths[i] <= free:
                 rows[r].append(i)
@@ -34,6 +32,57 @@ def pack_rows(lengths: Sequence[int], max_length: int) -> list[list[int]]:
             rows.append([i])
             room.append(max_length - lengths[i])
     return rows
+
+
+def _balanced(lengths: Sequence[int], order: list[int], n_rows: int, max_length: int) -> list[list[int]] | None:
+    """Longest first onto the emptiest row with room; None if some sample finds no room."""
+    rows: list[list[int]] = [[] for _ in range(n_rows)]
+    fill = [0] * n_rows
+    for i in order:
+        open_rows = [r for r in range(n_rows) if fill[r] + lengths[i] <= max_length or not rows[r]]
+        if not open_rows:
+            return None
+        r = min(open_rows, key=lambda k: fill[k])
+        rows[r].append(i)
+        fill[r] += lengths[i]
+    return rows
+
+
+def _even_out(rows: list[list[int]], lengths: Sequence[int], max_length: int, rounds: int = 200) -> list[list[int]]:
+    """Local search: move a sample out of the fullest row, or swap it for a shorter one, while that
+    lowers the fullest row without making another row as full."""
+    rows = [list(row) for row in rows]
+    for _ in range(rounds):
+        fills = [sum(lengths[i] for i in row) for row in rows]
+        top = max(range(len(rows)), key=fills.__getitem__)
+        move = next(((a, r, b) for a, i in enumerate(rows[top]) for r in range(len(rows)) if r != top
+                     for b, j in enumerate(rows[r] + [None])
+                     if 0 < (d := lengths[i] - (lengths[j] if j is not None else 0))
+                     and fills[r] + d < fills[top] and fills[r] + d <= max_length), None)
+        if move is None:
+            break
+        a, r, b = move
+        sample = rows[top].pop(a)
+        if b < len(rows[r]):
+            rows[top].append(rows[r].pop(b))
+        rows[r].append(sample)
+    return rows
+
+
+def pack_rows(lengths: Sequence[int], max_length: int, extra_rows: int = 3) -> list[list[int]]:
+    """Indices grouped into rows summing to at most ``max_length`` tokens (a longer sample is a row
+    of its own; the trainer truncates to max_length first). A batch is padded to its longest row, so
+    of first-fit decreasing and balanced packings into as many rows or up to ``extra_rows`` more,
+    each evened out by local search, the one with the fewest token slots (rows x longest row) wins."""
+    order = sorted(range(len(lengths)), key=lambda k: -lengths[k])
+    ffd = _first_fit_decreasing(lengths, order, max_length)
+    counts = range(len(ffd), min(len(lengths), len(ffd) + extra_rows) + 1)
+    candidates = [ffd] + [rows for n in counts if (rows := _balanced(lengths, order, n, max_length)) is not None]
+
+    def slots(rows: list[list[int]]) -> int:
+        return len(rows) * max(sum(lengths[i] for i in row) for row in rows) if rows else 0
+
+    return min((_even_out(rows, lengths, max_length) for rows in candidates), key=slots)
 
 
 @dataclass

@@ -2,13 +2,14 @@
 the loss of the same samples unpacked; CodeACT's all-ones-mask concatenation does not."""
 from __future__ import annotations
 
+import copy
 import json
 import random
 
 import pytest
 import torch
 
-from sft.packing import DynamicPackCollator, pack_rows
+from sft.packing import DynamicPackCollator, _first_fit_decreasing, pack_rows
 
 
 def test_pack_rows_fits_every_sample_once():
@@ -18,6 +19,24 @@ def test_pack_rows_fits_every_sample_once():
     assert sorted(i for row in rows for i in row) == list(range(200))
     assert all(sum(lengths[i] for i in row) <= 512 for row in rows)
     assert len(rows) <= sum(lengths) / 512 * 1.1 + 1  # first-fit decreasing: close to the bound
+
+
+def test_pack_rows_balances_rows_of_a_batch():
+    """A batch pads to its longest row, so rows are balanced: for batches of 16 GSM8K-like lengths the
+    token slots (rows x longest row) never exceed first-fit decreasing's, and padding drops overall."""
+    rng = random.Random(1)
+    padded, padded_ffd, real = 0, 0, 0
+    for _ in range(50):
+        lengths = [rng.randint(120, 420) for _ in range(16)]
+        rows = pack_rows(lengths, 1024)
+        ffd = _first_fit_decreasing(lengths, sorted(range(16), key=lambda k: -lengths[k]), 1024)
+        fills = [sum(lengths[i] for i in row) for row in rows]
+        assert max(fills) <= 1024 and sorted(i for row in rows for i in row) == list(range(16))
+        slots = len(rows) * max(fills)
+        assert slots <= len(ffd) * max(sum(lengths[i] for i in row) for row in ffd)
+        padded, real = padded + slots, real + sum(lengths)
+        padded_ffd += len(ffd) * max(sum(lengths[i] for i in row) for row in ffd)
+    assert 1 - real / padded < 0.5 * (1 - real / padded_ffd)
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +58,17 @@ def _loss(model, batch):
         return float(model(**batch, use_cache=False).loss)
 
 
+def _context_sensitive(model):
+    """A copy of the random tiny model with sharper attention and logits, so that what a token can
+    attend to visibly moves the loss (the random model is near-uniform; the equality holds for any weights)."""
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith(("q_proj.weight", "k_proj.weight", "lm_head.weight", "embed_tokens.weight")):
+                param.mul_(4.0)
+    return model
+
+
 def test_collator_restarts_positions_and_masks_boundaries(examples):
     batch = DynamicPackCollator(pad_token_id=0, max_length=512)(examples)
     assert batch.keys() == {"input_ids", "labels", "position_ids", "num_real_tokens"}
@@ -55,6 +85,7 @@ def test_packed_loss_equals_unpacked_loss(tiny_model, examples):
 
     model, tokenizer = tiny_model
     assert model.config._attn_implementation == "sdpa"
+    model = _context_sensitive(model)
     padded = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(examples)
     packed = DynamicPackCollator(tokenizer.pad_token_id, max_length=512)(examples)
     packed.pop("num_real_tokens")
@@ -66,7 +97,7 @@ def test_packed_loss_equals_unpacked_loss(tiny_model, examples):
     wrong = {"input_ids": packed["input_ids"], "labels": packed["labels"],
              "attention_mask": torch.ones_like(packed["input_ids"]),
              "position_ids": torch.arange(packed["input_ids"].shape[1]).expand_as(packed["input_ids"])}
-    # The same check fails for it (the random tiny model is near-uniform, so means move little) ...
+    # The same check fails for it ...
     assert abs(_loss(model, wrong) - unpacked_loss) / unpacked_loss > 1e-4
     # ... and token by token the samples after the first in each row are clearly wrong.
     right_tokens, wrong_tokens = _token_nll(model, packed), _token_nll(model, wrong)
