@@ -198,7 +198,7 @@ def plot_ifd(scored: datasets.Dataset, selected: datasets.Dataset, path: str | o
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from eval.io import atomic_file
+    from eval.io import save_png
 
     all_ifd = np.asarray(scored["ifd"], dtype=float)
     all_ifd = all_ifd[~np.isnan(all_ifd)]
@@ -212,9 +212,4 @@ def plot_ifd(scored: datasets.Dataset, selected: datasets.Dataset, path: str | o
     ax.set_xlabel("IFD = PPL(A|Q) / PPL(A)")
     ax.set_ylabel("samples")
     ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

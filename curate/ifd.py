@@ -25,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from eval.batching import token_budget_batches
+from eval.modeling import target_logprobs
 from eval.errors import BadInputError
 
 # CodeACT's prompt for IFD (CDAS/calculate_ifd.py in its repository).
@@ -130,8 +131,6 @@ def _flatten(pairs: list[tuple[Scored, Scored] | None]) -> list[Scored]:
 def mean_nll(model, sequences: Sequence[Scored], config: IFDConfig, pad_id: int, progress: bool = False
              ) -> list[float]:
     """Mean negative log-likelihood of ``ids[start:]`` for every sequence, in token-budget batches."""
-    base, head = model.get_decoder(), model.get_output_embeddings()
-    softcap = getattr(model.config, "final_logit_softcapping", None)
     device = next(model.parameters()).device
     lengths = [len(s.ids) for s in sequences]
     out = [math.nan] * len(sequences)
@@ -148,18 +147,8 @@ def mean_nll(model, sequences: Sequence[Scored], config: IFDConfig, pad_id: int,
             rows += [r] * (len(seq.ids) - seq.start)
             cols += range(seq.start, len(seq.ids))
         ids, mask = ids.to(device), mask.to(device)
-        hidden = base(input_ids=ids, attention_mask=mask).last_hidden_state  # right padding: causal, safe
         rows_t, cols_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
-        states = hidden[rows_t, cols_t - 1]  # the state before each answer token predicts it
-        targets = ids[rows_t, cols_t]
-        nll = torch.empty(len(rows), dtype=torch.float32, device=device)
-        for c in range(0, len(rows), config.logits_rows):
-            logits = head(states[c:c + config.logits_rows])
-            if softcap:
-                logits = torch.tanh(logits / softcap) * softcap
-            logits = logits.float()  # only this chunk's rows in fp32
-            picked = logits.gather(1, targets[c:c + config.logits_rows, None]).squeeze(1)
-            nll[c:c + config.logits_rows] = torch.logsumexp(logits, dim=-1) - picked
+        nll = -target_logprobs(model, ids, mask, rows_t, cols_t, config.logits_rows)
         sums = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows_t, nll.double())
         counts = torch.bincount(rows_t, minlength=len(batch))
         for r, i in enumerate(batch):

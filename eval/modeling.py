@@ -117,3 +117,24 @@ def build_prompt(
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return template.format(system=f"{system}\n\n" if system else "", prompt=prompt)
 
+
+
+def target_logprobs(model, ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,
+                    cols: torch.Tensor, chunk_rows: int = 2048) -> torch.Tensor:
+    """log p(ids[r, c] | ids[r, :c]) for each (r, c) in (rows, cols), in fp32, without the full
+    (batch x length x vocabulary) logits: the decoder runs once and the output head only on the
+    states that predict the targets, ``chunk_rows`` at a time. Differentiable (call under
+    ``torch.no_grad()`` when no gradient is wanted). Use right padding (causal masks keep it exact)."""
+    hidden = model.get_decoder()(input_ids=ids, attention_mask=attention_mask).last_hidden_state
+    head = model.get_output_embeddings()
+    softcap = getattr(model.config, "final_logit_softcapping", None)
+    states, targets = hidden[rows, cols - 1], ids[rows, cols]  # the state before a token predicts it
+    parts = []
+    for c in range(0, len(rows), chunk_rows):
+        logits = head(states[c:c + chunk_rows])
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        logits = logits.float()  # only this chunk's rows in fp32
+        picked = logits.gather(1, targets[c:c + chunk_rows, None]).squeeze(1)
+        parts.append(picked - torch.logsumexp(logits, dim=-1))
+    return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)

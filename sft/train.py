@@ -117,13 +117,9 @@ def parse(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        script_args, training_args, model_args = parse(argv)
-        train(script_args, training_args, model_args)
-    except BadInputError as err:
-        print(f"sft.train: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    from eval.errors import exit_code
+
+    return exit_code("sft.train", lambda: train(*parse(argv)))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,13 @@ class Task:
     max_new_tokens: int = 256
     ks: tuple[int, ...] = (1,)  # pass@k values reported (those with k <= n)
     headline: str = "accuracy"  # the summary's main number: "accuracy" or "pass@1"
+    # A user's dataset as task rows (columns checked, named in the error); for selection and RL.
+    prepare: Callable[[datasets.Dataset], datasets.Dataset] | None = None
+
+    def rows_from(self, ds: datasets.Dataset) -> datasets.Dataset:
+        if self.prepare is None:
+            raise BadInputError(f"task '{self.name}' cannot read a user's dataset")
+        return self.prepare(ds)
 
 
 TASKS: dict[str, Task] = {}

@@ -104,4 +104,5 @@ def stop(options: TaskOptions, chat: bool) -> tuple[str, ...]:
 TASK = register_task(Task(
     name="gsm8k", description="GSM8K grade-school math, exact match on the final number",
     load=load, build_prompt=build_prompt, verify=verify, stop=stop, max_new_tokens=256,
+    prepare=lambda ds: numeric_rows(ds, "gsm8k"),
 ))

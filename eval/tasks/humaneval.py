@@ -26,6 +26,17 @@ def load(options: TaskOptions) -> datasets.Dataset:
     return datasets.Dataset.from_dict({c: [p[c] for p in problems] for c in columns})
 
 
+def prepare(ds: datasets.Dataset) -> datasets.Dataset:
+    """HumanEval-format rows (``prompt``, ``entry_point``, ``test``; ``task_id`` added if absent)."""
+    missing = [c for c in ("prompt", "entry_point", "test") if c not in ds.column_names]
+    if missing:
+        raise BadInputError(f"code rows need column(s) {', '.join(missing)}; available columns: "
+                            f"{', '.join(ds.column_names)}")
+    if "task_id" not in ds.column_names:
+        ds = ds.add_column("task_id", [f"code/{i}" for i in range(len(ds))])
+    return ds
+
+
 def build_prompt(row: dict[str, Any], tokenizer: Any, options: TaskOptions) -> str:
     if uses_chat(tokenizer, options):
         return render_chat(tokenizer, [(CHAT_INSTRUCTION.format(prompt=row["prompt"]), "")], options.system)
@@ -62,5 +73,5 @@ def stop(options: TaskOptions, chat: bool) -> tuple[str, ...]:
 TASK = register_task(Task(
     name="humaneval", description="HumanEval Python function synthesis, pass@k in the sandbox",
     load=load, build_prompt=build_prompt, verify=verify, stop=stop, max_new_tokens=512,
-    ks=(1, 10, 100), headline="pass@1",
+    ks=(1, 10, 100), headline="pass@1", prepare=prepare,
 ))

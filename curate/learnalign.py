@@ -1,0 +1,335 @@
+"""LearnAlign (arXiv 2506.11480): select RL data by learnability-weighted gradient alignment.
+
+1. Warmup (optional, :func:`warmup`): a short GRPO run on a random subset gives the policy θ_s.
+2. Success rate: G rollouts per prompt at temperature 1.0 under θ_s, checked by the task's
+   verifier: p_i; learnability V_i = p_i (1 - p_i)  (Eq. 4).
+3. g_i: the GRPO gradient of sample i at θ_s over the LoRA parameters, projected to k dimensions
+   and normalised to unit norm (:mod:`curate.grad_features`).
+4. Score (Eq. 6-7): S_ij = V_i V_j cos(g_i, g_j), Avg_i = (1/n) Σ_j S_ij; keep the top N.
+   Computed as Avg_i = V_i <ĝ_i, (1/n) Σ_j V_j ĝ_j> in O(n k) (:func:`alignment_scores`; the
+   n x n definition is :func:`alignment_scores_naive`, and a test checks they agree).
+5. Staged RL (:mod:`rl.staged`): after a stage, re-score the rest of the pool with the new policy.
+
+``score`` adds the columns ``success_rate``, ``learnability``, ``score`` (Avg_i),
+``gradient_score`` (cosine to the mean gradient, no V: a baseline), ``response_tokens`` (mean
+rollout length) and, with ``with_ifd``, ``ifd``. ``select`` keeps the top N by a method:
+``learnalign``, or the baselines ``random``, ``ifd``, ``length``, ``learnability``, ``gradient``.
+Samples with p in {0, 1} have V = 0 (score 0); ties are broken by a seeded random order.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+from curate.grad_features import GradientConfig, RolloutGroup, batched_features, normalise
+from eval.cache import default_cache_dir, digest, model_fingerprint, run_chunked
+from eval.errors import BadInputError
+
+METHODS = ("learnalign", "random", "ifd", "length", "learnability", "gradient")
+SCORE_COLUMNS = ("success_rate", "learnability", "score", "gradient_score", "response_tokens")
+
+
+@dataclass
+class LearnAlignConfig:
+    task: str = "gsm8k"
+    num_rollouts: int = 8  # G
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int | None = None  # default: the task's
+    backend: str = "auto"  # rollouts: hf, vllm or auto
+    generation_batch_size: int = 32
+    chat: bool | None = None
+    num_fewshot: int = 0
+    seed: int = 0  # rollouts, projection, tie-breaking
+    chunk_size: int = 64  # prompts between cache writes
+    with_ifd: bool = False  # also score IFD (the ifd baseline)
+    gradients: GradientConfig = field(default_factory=GradientConfig)
+
+    def __post_init__(self) -> None:
+        from eval.tasks import get_task
+
+        get_task(self.task)
+        if isinstance(self.gradients, dict):
+            self.gradients = GradientConfig(**self.gradients)
+        if self.num_rollouts < 2:
+            raise BadInputError(f"num_rollouts must be at least 2 (a success rate needs a group), "
+                                f"got {self.num_rollouts}")
+        if self.chunk_size < 1:
+            raise BadInputError(f"chunk_size must be at least 1, got {self.chunk_size}")
+
+
+def learnability(success_rate: np.ndarray) -> np.ndarray:
+    """V = p (1 - p) (Eq. 4)."""
+    p = np.asarray(success_rate, dtype=np.float64)
+    return p * (1 - p)
+
+
+def alignment_scores(features: torch.Tensor | np.ndarray, weights: np.ndarray, chunk: int = 16384) -> np.ndarray:
+    """Avg_i = V_i <ĝ_i, (1/n) Σ_j V_j ĝ_j> for unit-norm rows ĝ_i, in O(n k) and chunks of rows
+    (so a float16 memory map of 100,000 x 8192 features works)."""
+    weights = np.asarray(weights, dtype=np.float64)
+    n = len(weights)
+    mean = None
+    for s in range(0, n, chunk):
+        block = torch.from_numpy(np.array(features[s:s + chunk], dtype=np.float32))
+        part = (torch.as_tensor(weights[s:s + chunk], dtype=torch.float32)[:, None] * block).sum(0)
+        mean = part if mean is None else mean + part
+    mean = mean / n
+    dots = np.concatenate([(torch.from_numpy(np.array(features[s:s + chunk], dtype=np.float32)) @ mean).numpy()
+                           for s in range(0, n, chunk)])
+    return weights * dots
+
+
+def alignment_scores_naive(features: torch.Tensor | np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The definition: S_ij = V_i V_j cos(g_i, g_j), Avg_i = (1/n) Σ_j S_ij (n x n)."""
+    g = torch.as_tensor(np.asarray(features), dtype=torch.float64)
+    norms = g.norm(dim=1)
+    cos = (g @ g.T) / torch.outer(norms, norms).clamp_min(1e-300)
+    cos[norms == 0] = 0
+    cos[:, norms == 0] = 0
+    v = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+    return ((v[:, None] * v[None, :]) * cos).mean(1).numpy()
+
+
+def _encode_vector(x: np.ndarray) -> str:
+    return base64.b64encode(np.asarray(x, dtype=np.float32).tobytes()).decode()
+
+
+def _decode_vector(text: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(text), dtype=np.float32)
+
+
+def _shard() -> tuple[int, int]:
+    """(rank, world size) under ``accelerate launch`` (or torchrun); (0, 1) otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        state = PartialState(cpu=not torch.cuda.is_available())  # gloo ranks on a CPU machine
+        return state.process_index, state.num_processes
+    return 0, 1
+
+
+def end_distributed() -> None:
+    """Tear the process group down (gloo aborts at exit otherwise); a no-op in one process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    return _shard()[0] == 0
+
+
+def _gather(obj: Any, world: int) -> list[Any]:
+    if world == 1:
+        return [obj]
+    from accelerate.utils import gather_object
+
+    return gather_object([obj])
+
+
+def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache: Path | None,
+             progress: bool = True, device: str = "auto", dtype: str = "auto") -> tuple[list[str], list[list[Any]], list[list[float]]]:
+    """Prompts, G completions each (cached per chunk) and the verifier's 0/1 rewards."""
+    from eval.evaluate import generate_cached
+    from eval.generation import SamplingConfig, load_generator
+    from eval.tasks import TaskOptions, get_task
+    from eval.tasks.base import uses_chat
+
+    task = get_task(config.task)
+    options = TaskOptions(chat=config.chat, num_fewshot=config.num_fewshot)
+    generator = load_generator(model, config.backend, dtype=dtype, device=device,
+                               batch_size=config.generation_batch_size, progress=False)
+    try:
+        prompts = [task.build_prompt(row, generator.tokenizer, options) for row in rows]
+        sampling = SamplingConfig(n=config.num_rollouts, temperature=config.temperature, top_p=config.top_p,
+                                  max_new_tokens=config.max_new_tokens or task.max_new_tokens,
+                                  stop=task.stop(options, uses_chat(generator.tokenizer, options)), seed=config.seed)
+        if cache is not None:
+            cache = cache.with_name(cache.name.replace("{key}", digest(
+                task.name, generator.name, model_fingerprint(model), json.dumps(asdict(sampling), sort_keys=True),
+                str(config.chunk_size), *prompts)))
+        completions = generate_cached(generator, prompts, sampling, cache, config.chunk_size, progress=progress)
+    finally:
+        if hasattr(generator, "close"):
+            generator.close()
+    verdicts = task.verify(list(rows), [[c.text for c in group] for group in completions], options)
+    rewards = [[float(v.correct) for v in judged] for judged in verdicts]
+    return prompts, completions, rewards
+
+
+def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConfig | None = None, *,
+          cache_dir: str | os.PathLike | bool | None = None, device: str = "auto", dtype: str = "auto",
+          progress: bool = True) -> datasets.Dataset:
+    """Add LearnAlign's columns to ``ds`` (see the module docstring).
+
+    ``model`` is a folder or hub id; a folder with a LoRA adapter (e.g. :func:`warmup`'s output) is
+    θ_s with the base model as π_ref. Rollouts and gradients are cached per chunk under
+    ``cache_dir`` (default ``~/.cache/curatekit``; ``False``: no cache), keyed by the model files,
+    the prompts and the settings, so an interrupted run resumes. Under ``accelerate launch`` every
+    rank scores its own shard of the rows and the results are gathered.
+    """
+    from eval.modeling import load_model_and_tokenizer
+    from eval.tasks import get_task
+
+    config = config or LearnAlignConfig()
+    task = get_task(config.task)
+    rows = task.rows_from(ds)
+    if len(rows) == 0:
+        raise BadInputError("the dataset is empty")
+    model = str(model)
+    rank, world = _shard()
+    mine = list(range(rank, len(rows), world))
+    folder = None if cache_dir is False else Path(cache_dir or default_cache_dir())
+    rollout_cache = folder / f"rollouts-{{key}}-rank{rank}of{world}.jsonl" if folder else None
+    prompts, completions, rewards = rollouts(rows.select(mine), model, config, rollout_cache, progress, device, dtype)
+
+    policy, tokenizer = load_model_and_tokenizer(model, device=device, dtype=dtype, padding_side="right")
+    groups = [RolloutGroup(tokenizer(p, add_special_tokens=False).input_ids,
+                           [tokenizer(c.text, add_special_tokens=False).input_ids[: max(c.num_tokens, 1)]
+                            for c in group], r)
+              for p, group, r in zip(prompts, completions, rewards)]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    feature_cache = None
+    if folder is not None:
+        key = digest(model_fingerprint(model), json.dumps(asdict(config.gradients), sort_keys=True),
+                     str(config.chunk_size), json.dumps([[g.prompt_ids, g.completion_ids, g.rewards] for g in groups]))
+        feature_cache = folder / f"grad-features-{key}.jsonl"
+
+    def compute(_: int, chunk: Sequence[int]) -> list[np.ndarray]:
+        part = [groups[i] for i in chunk]
+        return list(batched_features(policy, part, config.gradients, pad, progress=False).cpu().numpy())
+
+    raw = run_chunked(list(range(len(groups))), compute, feature_cache, chunk_size=config.chunk_size,
+                      encode=_encode_vector, decode=_decode_vector, desc="GRPO gradients", unit="prompt",
+                      progress=progress)
+    features = normalise(torch.as_tensor(np.stack(raw))) if raw else torch.zeros(0, config.gradients.projection_dim)
+    success = np.array([np.mean(r) for r in rewards], dtype=np.float64)
+    weights = learnability(success)
+    # The alignment needs the pool's means: each rank contributes its sums.
+    sums = _gather(((torch.as_tensor(weights, dtype=torch.float32)[:, None] * features).sum(0).numpy(),
+                    features.sum(0).numpy(), len(mine)), world)
+    n = sum(s[2] for s in sums)
+    weighted_mean = torch.as_tensor(sum(s[0] for s in sums) / n)
+    plain_mean = torch.as_tensor(sum(s[1] for s in sums) / n)
+    local = {
+        "index": mine,
+        "success_rate": success.tolist(),
+        "learnability": weights.tolist(),
+        "score": (weights * (features @ weighted_mean).double().numpy()).tolist(),
+        "gradient_score": (features @ plain_mean).double().numpy().tolist(),
+        "response_tokens": [float(np.mean([c.num_tokens for c in group])) for group in completions],
+    }
+    merged: dict[str, list[Any]] = {k: [None] * len(rows) for k in SCORE_COLUMNS}
+    for part in _gather(local, world):
+        for k in SCORE_COLUMNS:
+            for i, value in zip(part["index"], part[k]):
+                merged[k][i] = value
+    del policy
+    out = ds
+    for k in SCORE_COLUMNS:
+        out = out.remove_columns(k) if k in out.column_names else out
+        out = out.add_column(k, merged[k])
+    if config.with_ifd:
+        out = _with_ifd(out, rows, model, device, dtype, folder, progress)
+    return out
+
+
+def _with_ifd(out: datasets.Dataset, rows: datasets.Dataset, model: str, device: str, dtype: str,
+              folder: Path | None, progress: bool) -> datasets.Dataset:
+    from curate.ifd import IFDConfig, ifd_scores
+    from eval.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
+    from eval.modeling import load_model_and_tokenizer
+
+    prompt = resolve_column(rows, None, PROMPT_CANDIDATES, "prompt")
+    answer = resolve_column(rows, None, RESPONSE_CANDIDATES + ("canonical_solution",), "response")
+    base, tokenizer = load_model_and_tokenizer(model, device=device, dtype=dtype, padding_side="right")
+    result = ifd_scores(list(rows[prompt]), list(rows[answer]), base, tokenizer, IFDConfig(), progress=progress)
+    ifd = (np.asarray(result.ppl_conditioned) / np.asarray(result.ppl_answer)).tolist()
+    out = out.remove_columns("ifd") if "ifd" in out.column_names else out
+    return out.add_column("ifd", ifd)
+
+
+def ranking(values: np.ndarray, seed: int, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Indices by value, highest first; ties in a seeded random order; NaN and ineligible rows last
+    (and excluded when ``eligible`` is given)."""
+    values = np.asarray(values, dtype=np.float64)
+    ok = ~np.isnan(values) if eligible is None else (eligible & ~np.isnan(values))
+    pool = np.flatnonzero(ok)
+    tiebreak = np.random.default_rng(seed).permutation(len(values))[pool]
+    return pool[np.lexsort((tiebreak, -values[pool]))]
+
+
+def select(ds: datasets.Dataset, n: int, method: str = "learnalign", seed: int = 0) -> datasets.Dataset:
+    """The top ``n`` rows of a scored dataset by ``method`` (see the module docstring), in rank order."""
+    if method not in METHODS:
+        raise BadInputError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+    if not isinstance(n, (int, np.integer)) or n <= 0:
+        raise BadInputError(f"n must be a positive integer, got {n}")
+    if n > len(ds):
+        raise BadInputError(f"n={n} is larger than the pool of {len(ds)} rows")
+    column = {"learnalign": "score", "ifd": "ifd", "length": "response_tokens", "learnability": "learnability",
+              "gradient": "gradient_score", "random": None}[method]
+    if column is not None and column not in ds.column_names:
+        hint = " (score with with_ifd=True / --with-ifd)" if column == "ifd" else ": run curate.learnalign.score first"
+        raise BadInputError(f"dataset has no '{column}' column{hint}")
+    if column is None:
+        order = np.random.default_rng(seed).permutation(len(ds))
+    else:
+        values = np.asarray(ds[column], dtype=np.float64)
+        order = ranking(values, seed, eligible=values < 1 if method == "ifd" else None)
+        if len(order) < n:
+            raise BadInputError(f"only {len(order)} rows have a usable '{column}' value; asked for n={n}")
+    return ds.select(order[:n])
+
+
+def report(scored: datasets.Dataset, selected: datasets.Dataset, method: str) -> dict[str, Any]:
+    """Counts, success-rate distribution, and the length bias of the scores (Spearman correlation)."""
+    from scipy.stats import spearmanr
+
+    p = np.asarray(scored["success_rate"], dtype=np.float64)
+    score_values = np.asarray(scored["score"], dtype=np.float64)
+    lengths = np.asarray(scored["response_tokens"], dtype=np.float64)
+    learnable = (p > 0) & (p < 1)
+    rho = spearmanr(score_values[learnable], lengths[learnable]).statistic if learnable.sum() > 2 else None
+    histogram, edges = np.histogram(p, bins=10, range=(0, 1))
+    return {
+        "method": method, "rows": len(scored), "selected": len(selected),
+        "success_rate": {"mean": float(p.mean()), "p_equals_0": int((p == 0).sum()),
+                         "p_equals_1": int((p == 1).sum()), "learnable": int(learnable.sum()),
+                         "histogram": {"edges": edges.round(2).tolist(), "counts": histogram.tolist()}},
+        "selected_success_rate_mean": float(np.mean(selected["success_rate"])) if len(selected) else None,
+        "score_vs_response_tokens_spearman": None if rho is None or np.isnan(rho) else float(rho),
+    }
+
+
+def plot_report(scored: datasets.Dataset, selected: datasets.Dataset, path: str | os.PathLike) -> Path:
+    """Success-rate histogram (pool and selection) and score vs mean response length, as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eval.io import save_png
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    bins = np.linspace(0, 1, 11)
+    left.hist(scored["success_rate"], bins=bins, alpha=0.5, label=f"pool ({len(scored)})")
+    left.hist(selected["success_rate"], bins=bins, alpha=0.7, label=f"selected ({len(selected)})")
+    left.set_xlabel("success rate p")
+    left.set_ylabel("prompts")
+    left.legend()
+    right.scatter(scored["response_tokens"], scored["score"], s=6, alpha=0.5, label="pool")
+    right.scatter(selected["response_tokens"], selected["score"], s=6, alpha=0.8, label="selected")
+    right.set_xlabel("mean response tokens")
+    right.set_ylabel("LearnAlign score")
+    right.legend()
+    return save_png(fig, path)

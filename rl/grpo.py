@@ -1,0 +1,153 @@
+"""GRPO on TRL's ``GRPOTrainer`` with rewards from the eval tasks' verifiers and sandbox.
+
+    accelerate launch -m rl.grpo --config recipes/grpo_gsm8k.yaml [--any_field value]
+
+The YAML holds the fields of :class:`GRPOScriptArguments`, TRL's ``GRPOConfig`` (``beta``,
+``epsilon``, ``num_generations``, ``temperature``, ``use_vllm``, ...) and ``ModelConfig``
+(``use_peft: true`` for LoRA). Prompts are built by the task's own prompt builder (the same ones
+evaluation and LearnAlign's rollouts use); ``dataset`` may be any source with the task's columns,
+including a selection written by ``curate select``. Rewards (``rewards``, comma-separated):
+
+- ``correct``: 1.0 when the task's verifier accepts the completion (GSM8K's final number,
+  HumanEval's tests);
+- ``format``: 1.0 when a GSM8K-style answer can be read strictly ("#### N" / "The answer is N");
+- ``code_pass``: the fraction of a code problem's tests passed, run in the sandbox.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+
+from eval.errors import BadInputError
+
+REWARDS = ("correct", "format", "code_pass")
+
+
+@dataclass
+class GRPOScriptArguments:
+    """What to train on and which rewards to use (TRL's GRPOConfig and ModelConfig hold the rest)."""
+
+    task: str = field(default="gsm8k", metadata={"help": "eval task whose prompts and verifier to use"})
+    dataset: str | None = field(default=None, metadata={
+        "help": "hub id, data file or save_to_disk folder (default: the task's own data)"})
+    dataset_split: str = field(default="train", metadata={"help": "split to train on"})
+    limit: int | None = field(default=None, metadata={"help": "the first N rows only"})
+    subset: int | None = field(default=None, metadata={"help": "a seeded random subset of N rows (warmup)"})
+    subset_seed: int = field(default=0, metadata={"help": "seed of the random subset"})
+    rewards: str = field(default="correct", metadata={"help": "comma-separated: correct, format, code_pass"})
+    chat: bool | None = field(default=None, metadata={
+        "help": "prompts through the chat template (default: when the tokenizer has one)"})
+    num_fewshot: int = field(default=0, metadata={"help": "worked examples before each question"})
+    merge_lora: bool = field(default=False, metadata={
+        "help": "save the LoRA-merged full model instead of the adapter (staged runs)"})
+
+    def __post_init__(self) -> None:
+        from eval.tasks import get_task
+
+        get_task(self.task)  # names the available tasks when it does not exist
+        unknown = [r for r in self.reward_names() if r not in REWARDS]
+        if unknown or not self.reward_names():
+            raise BadInputError(f"rewards must be a comma-separated subset of {', '.join(REWARDS)}, "
+                                f"got '{self.rewards}'")
+        for name in ("limit", "subset"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise BadInputError(f"{name} must be a positive integer, got {value}")
+
+    def reward_names(self) -> list[str]:
+        return [r.strip() for r in self.rewards.split(",") if r.strip()]
+
+
+def task_prompts(task_name: str, rows: datasets.Dataset, tokenizer: Any, options: Any) -> list[str]:
+    """The task's prompt for every row (one prompt builder for evaluation, rollouts and training)."""
+    from eval.tasks import get_task
+
+    task = get_task(task_name)
+    return [task.build_prompt(row, tokenizer, options) for row in rows]
+
+
+def build_dataset(args: GRPOScriptArguments, tokenizer: Any, ds: datasets.Dataset | None = None) -> datasets.Dataset:
+    """The task's rows (from ``ds``, else from ``args.dataset`` or the task's own data) with a
+    ``prompt`` column (TRL's input); the task's own code prompt, if any, moves to ``code_prompt``."""
+    from eval.tasks import TaskOptions, get_task
+
+    options = TaskOptions(source=args.dataset, split=args.dataset_split, limit=args.limit, chat=args.chat,
+                          num_fewshot=args.num_fewshot)
+    task = get_task(args.task)
+    rows = task.load(options) if ds is None else task.rows_from(ds.select(range(min(len(ds), args.limit or len(ds)))))
+    if args.subset is not None:
+        if args.subset > len(rows):
+            raise BadInputError(f"subset={args.subset} is larger than the {len(rows)} rows available")
+        rows = rows.shuffle(seed=args.subset_seed).select(range(args.subset))
+    prompts = task_prompts(args.task, rows, tokenizer, options)
+    if "prompt" in rows.column_names:
+        rows = rows.rename_column("prompt", "code_prompt")
+    return rows.add_column("prompt", prompts)
+
+
+def format_reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
+    """1.0 when the answer can be read strictly ("#### N" or "The answer is N")."""
+    from eval.gsm8k_answers import extract_answer
+    from eval.rewards import completion_text
+
+    return [float(extract_answer(completion_text(c), "strict") is not None) for c in completions]
+
+
+def reward_functions(args: GRPOScriptArguments) -> list[Callable[..., list[float]]]:
+    from eval.rewards import CodePassReward, TaskReward
+
+    makers = {"correct": lambda: TaskReward(args.task), "format": lambda: format_reward,
+              "code_pass": lambda: CodePassReward()}
+    return [makers[name]() for name in args.reward_names()]
+
+
+def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: datasets.Dataset | None = None):
+    """Build the trainer, train, save to ``training_args.output_dir``; returns the trainer.
+    ``dataset`` (rows with the task's columns) replaces ``script_args.dataset``."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOTrainer, get_peft_config
+
+    from eval.modeling import load_tokenizer
+
+    if not model_args.model_name_or_path:
+        raise BadInputError("model_name_or_path is required")
+    tokenizer = load_tokenizer(model_args.model_name_or_path, padding_side="left")
+    ds = build_dataset(script_args, tokenizer, dataset)
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path, dtype=dtype or "auto",
+        attn_implementation=model_args.attn_implementation or "sdpa")
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_functions(script_args), args=training_args,
+                          train_dataset=ds, processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    trainer.train()
+    if script_args.merge_lora and model_args.use_peft:
+        trainer.accelerator.wait_for_everyone()
+        if trainer.accelerator.is_main_process:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(training_args.output_dir)
+    else:
+        trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        tokenizer.save_pretrained(training_args.output_dir)
+    return trainer
+
+
+def parse(argv: list[str] | None = None):
+    from trl import GRPOConfig, ModelConfig, TrlParser
+
+    return TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig)).parse_args_and_config(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from eval.errors import exit_code
+
+    return exit_code("rl.grpo", lambda: train(*parse(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""LearnAlign's RL loop around :mod:`rl.grpo`: the warmup run that gives the scoring policy θ_s,
+and staged RL (after each stage trained on its selection, re-score the rest of the pool with the
+new policy and select the next stage's set).
+
+GRPO settings come from a recipe (any ``rl.grpo`` YAML) or, without one, from small defaults
+(LoRA r=8 on q_proj/v_proj, β 0.04, ε 0.2, T 1.0) that suit the tiny CPU model.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from eval.errors import BadInputError
+
+DEFAULT_GRPO = {"use_peft": "true", "lora_r": "8", "lora_alpha": "16", "lora_target_modules": ["q_proj", "v_proj"],
+                "learning_rate": "1e-4", "beta": "0.04", "epsilon": "0.2", "temperature": "1.0",
+                "logging_steps": "1", "save_strategy": "no", "report_to": "none", "disable_tqdm": "true"}
+
+
+def grpo_argv(recipe: str | os.PathLike | None, **fields: Any) -> list[str]:
+    """``rl.grpo`` arguments: the recipe (or the defaults) with ``fields`` on top (None: left out)."""
+    merged = dict(fields) if recipe else {**DEFAULT_GRPO, **fields}
+    argv = ["--config", str(recipe)] if recipe else []
+    for key, value in merged.items():
+        if isinstance(value, (list, tuple)):
+            argv += [f"--{key}", *map(str, value)]
+        elif value is not None:
+            argv.append(f"--{key}={value}")
+    return argv
+
+
+def run_grpo(argv: Sequence[str], dataset: datasets.Dataset | None = None):
+    from rl.grpo import parse, train
+
+    script_args, training_args, model_args = parse(list(argv))
+    return train(script_args, training_args, model_args, dataset)
+
+
+def warmup(model: str, pool: datasets.Dataset, out_dir: str | os.PathLike, *, task: str = "gsm8k",
+           samples: int = 300, steps: int | None = None, num_generations: int = 8,
+           max_completion_length: int = 256, seed: int = 0, recipe: str | os.PathLike | None = None,
+           use_cpu: bool | None = None) -> Path:
+    """A short GRPO run with LoRA on ``samples`` random rows of ``pool`` (paper: 300 for GSM8K);
+    returns the adapter folder (θ_s; its base model is π_ref when scoring)."""
+    if samples < 1 or samples > len(pool):
+        raise BadInputError(f"warmup samples must be in [1, {len(pool)}] (the pool size), got {samples}")
+    argv = grpo_argv(recipe, model_name_or_path=model, task=task, subset=samples, subset_seed=seed,
+                     output_dir=out_dir, max_steps=steps, seed=seed, use_peft="true",
+                     num_generations=None if recipe else num_generations,
+                     per_device_train_batch_size=None if recipe else 2 * num_generations,
+                     max_completion_length=None if recipe else max_completion_length,
+                     use_cpu=use_cpu)
+    run_grpo(argv, pool)
+    return Path(out_dir)
+
+
+def staged(model: str, pool: datasets.Dataset, stages: Sequence[int], out_dir: str | os.PathLike, *,
+           config: Any = None, method: str = "learnalign", steps_per_stage: int | None = None,
+           recipe: str | os.PathLike | None = None, cache_dir: Any = None, device: str = "auto",
+           seed: int = 0, use_cpu: bool | None = None, progress: bool = True,
+           first_scorer: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Stage s: score the remaining pool with the current policy (stage 0: ``first_scorer``, e.g.
+    the warmup adapter, when given), select ``stages[s]`` rows by
+    ``method``, train GRPO on them from the current policy (LoRA merged into the saved model), and
+    continue from it. Writes ``stage<s>/selected.jsonl`` and ``stage<s>/policy``; returns a summary."""
+    from curate import learnalign
+    from eval.data import save_dataset
+    from eval.io import atomic_write_json
+
+    config = config or learnalign.LearnAlignConfig()
+    if not stages or any(n <= 0 for n in stages):
+        raise BadInputError(f"stages must be positive sizes, got {list(stages)}")
+    if sum(stages) > len(pool):
+        raise BadInputError(f"stages select {sum(stages)} rows in all but the pool has {len(pool)}")
+    out_dir = Path(out_dir)
+    remaining = pool.add_column("pool_index", list(range(len(pool))))
+    policy, summary = str(model), []
+    for s, n in enumerate(stages):
+        scorer = str(first_scorer) if s == 0 and first_scorer else policy
+        scored = learnalign.score(remaining, scorer, config, cache_dir=cache_dir, device=device, progress=progress)
+        chosen = learnalign.select(scored, n, method, seed=seed + s)
+        stage_dir = out_dir / f"stage{s}"
+        save_dataset(chosen, stage_dir / "selected.jsonl")
+        argv = grpo_argv(recipe, model_name_or_path=policy, task=config.task, output_dir=stage_dir / "policy",
+                         max_steps=steps_per_stage, seed=seed + s, merge_lora="true",
+                         num_generations=None if recipe else config.num_rollouts,
+                         per_device_train_batch_size=None if recipe else 2 * config.num_rollouts,
+                         max_completion_length=None if recipe else config.max_new_tokens or 256,
+                         use_cpu=use_cpu)
+        run_grpo(argv, chosen)
+        policy = str(stage_dir / "policy")
+        picked = set(chosen["pool_index"])
+        remaining = remaining.filter(lambda row: row["pool_index"] not in picked)
+        summary.append({"stage": s, "selected": n, "pool_before": len(scored), "policy": policy,
+                        "selected_pool_rows": sorted(picked),
+                        "mean_success_rate_selected": float(sum(chosen["success_rate"]) / n)})
+    atomic_write_json(out_dir / "stages.json", summary)
+    print(json.dumps({"stages": len(summary), "final_policy": policy}))
+    return summary
