@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from curate import __version__
 
 # Modules that each define ``register(subparsers)``; one per command group.
-COMMAND_MODULES = ("curate.commands.data", "curate.commands.eval", "curate.commands.model",
+COMMAND_MODULES = ("curate.commands.data", "curate.commands.demo", "curate.commands.eval", "curate.commands.model",
                    "curate.commands.select")
 
 

@@ -24,7 +24,8 @@ without an adapter gets a fresh LoRA (zero B, so only B's gradient is non-zero, 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,16 +142,14 @@ class CountSketch:
         return out
 
 
-def _disabled_adapters(model: nn.Module):
+@contextmanager
+def disabled_adapters(model: nn.Module) -> Iterator[None]:
     """The reference policy: the model with its LoRA adapters switched off."""
-    class Context:
-        def __enter__(self):
-            model.disable_adapters()
-
-        def __exit__(self, *exc):
-            model.enable_adapters()
-
-    return Context()
+    model.disable_adapters()
+    try:
+        yield
+    finally:
+        model.enable_adapters()
 
 
 def _rollout_batch(groups: Sequence[RolloutGroup], items: Sequence[tuple[int, int]], pad_id: int,
@@ -182,7 +181,7 @@ def grpo_surrogate(model: nn.Module, groups: Sequence[RolloutGroup], items: Sequ
     adv = torch.tensor([advantages[i][g] for i, g in items], dtype=torch.float32, device=device)[rows]
     coeff += adv
     if config.beta:
-        with torch.no_grad(), _disabled_adapters(model):
+        with torch.no_grad(), disabled_adapters(model):
             ref = target_logprobs(model, ids, mask, rows, cols)
         coeff += config.beta * (torch.exp(ref - logp.detach()) - 1)
     sizes = torch.tensor([len(groups[i].completion_ids[g]) * len(groups[i].completion_ids) for i, g in items],

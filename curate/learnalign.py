@@ -137,8 +137,10 @@ def _gather(obj: Any, world: int) -> list[Any]:
 
 
 def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache: Path | None,
-             progress: bool = True, device: str = "auto", dtype: str = "auto") -> tuple[list[str], list[list[Any]], list[list[float]]]:
-    """Prompts, G completions each (cached per chunk) and the verifier's 0/1 rewards."""
+             progress: bool = True, device: str = "auto", dtype: str = "auto"
+             ) -> tuple[list[str], list[list[Any]], list[list[float]], Any]:
+    """Prompts, G completions each (cached per chunk), the verifier's 0/1 rewards, and the HF
+    generator's (model, tokenizer) for reuse (None after vLLM, whose engine is closed)."""
     from eval.evaluate import generate_cached
     from eval.generation import SamplingConfig, load_generator
     from eval.tasks import TaskOptions, get_task
@@ -160,10 +162,11 @@ def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache
         completions = generate_cached(generator, prompts, sampling, cache, config.chunk_size, progress=progress)
     finally:
         if hasattr(generator, "close"):
-            generator.close()
+            generator.close()  # free the GPU (vLLM's engine) for the gradient pass
     verdicts = task.verify(list(rows), [[c.text for c in group] for group in completions], options)
     rewards = [[float(v.correct) for v in judged] for judged in verdicts]
-    return prompts, completions, rewards
+    loaded = (generator.model, generator.tokenizer) if hasattr(generator, "model") else None
+    return prompts, completions, rewards, loaded
 
 
 def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConfig | None = None, *,
@@ -190,9 +193,10 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
     mine = list(range(rank, len(rows), world))
     folder = None if cache_dir is False else Path(cache_dir or default_cache_dir())
     rollout_cache = folder / f"rollouts-{{key}}-rank{rank}of{world}.jsonl" if folder else None
-    prompts, completions, rewards = rollouts(rows.select(mine), model, config, rollout_cache, progress, device, dtype)
-
-    policy, tokenizer = load_model_and_tokenizer(model, device=device, dtype=dtype, padding_side="right")
+    prompts, completions, rewards, loaded = rollouts(rows.select(mine), model, config, rollout_cache, progress,
+                                                     device, dtype)
+    # The HF generator's model serves the gradient pass too (batches are built right-padded here).
+    policy, tokenizer = loaded or load_model_and_tokenizer(model, device=device, dtype=dtype)
     groups = [RolloutGroup(tokenizer(p, add_special_tokens=False).input_ids,
                            [tokenizer(c.text, add_special_tokens=False).input_ids[: max(c.num_tokens, 1)]
                             for c in group], r)
@@ -233,26 +237,26 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
         for k in SCORE_COLUMNS:
             for i, value in zip(part["index"], part[k]):
                 merged[k][i] = value
-    del policy
     out = ds
     for k in SCORE_COLUMNS:
         out = out.remove_columns(k) if k in out.column_names else out
         out = out.add_column(k, merged[k])
     if config.with_ifd:
-        out = _with_ifd(out, rows, model, device, dtype, folder, progress)
+        out = _with_ifd(out, rows, policy, tokenizer, progress)
     return out
 
 
-def _with_ifd(out: datasets.Dataset, rows: datasets.Dataset, model: str, device: str, dtype: str,
-              folder: Path | None, progress: bool) -> datasets.Dataset:
+def _with_ifd(out: datasets.Dataset, rows: datasets.Dataset, policy: Any, tokenizer: Any,
+              progress: bool) -> datasets.Dataset:
+    """IFD (:mod:`curate.ifd`) under the base model: the policy with its LoRA switched off."""
+    from curate.grad_features import disabled_adapters
     from curate.ifd import IFDConfig, ifd_scores
     from eval.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
-    from eval.modeling import load_model_and_tokenizer
 
     prompt = resolve_column(rows, None, PROMPT_CANDIDATES, "prompt")
     answer = resolve_column(rows, None, RESPONSE_CANDIDATES + ("canonical_solution",), "response")
-    base, tokenizer = load_model_and_tokenizer(model, device=device, dtype=dtype, padding_side="right")
-    result = ifd_scores(list(rows[prompt]), list(rows[answer]), base, tokenizer, IFDConfig(), progress=progress)
+    with disabled_adapters(policy):
+        result = ifd_scores(list(rows[prompt]), list(rows[answer]), policy, tokenizer, IFDConfig(), progress=progress)
     ifd = (np.asarray(result.ppl_conditioned) / np.asarray(result.ppl_answer)).tolist()
     out = out.remove_columns("ifd") if "ifd" in out.column_names else out
     return out.add_column("ifd", ifd)

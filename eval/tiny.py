@@ -61,8 +61,9 @@ class TinyModelConfig:
         return self.hidden_size // self.num_heads
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE tokenizer (every string encodes) with ChatML special tokens."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, chat_template: bool = True) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer (every string encodes) with ChatML special tokens (and the
+    ChatML chat template unless ``chat_template=False``: plain prompts everywhere)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -77,7 +78,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024) -> PreTrainedT
         tokenizer_object=tokenizer, eos_token=IM_END, pad_token=PAD, unk_token=None,
         model_max_length=2048, clean_up_tokenization_spaces=False,
     )
-    wrapped.chat_template = CHAT_TEMPLATE
+    if chat_template:
+        wrapped.chat_template = CHAT_TEMPLATE
     return wrapped
 
 
@@ -85,6 +87,7 @@ def build_tiny_model(
     out_dir: str | os.PathLike,
     texts: Iterable[str],
     config: TinyModelConfig | None = None,
+    chat_template: bool = True,
 ) -> Path:
     """Train a tokenizer on ``texts``, initialise a Qwen2 model, save both to ``out_dir``.
 
@@ -95,7 +98,7 @@ def build_tiny_model(
     texts = list(texts)
     if not texts:
         raise BadInputError("texts is empty: the tokenizer needs some text to train on")
-    tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size)
+    tokenizer = train_tokenizer(texts, vocab_size=config.vocab_size, chat_template=chat_template)
     model = init_model(config, tokenizer)
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:

@@ -7,19 +7,20 @@ import argparse
 TASK_HELP = {
     "gsm8k": "GSM8K accuracy (exact match on the final number)",
     "humaneval": "HumanEval pass@k (unit tests in the sandbox)",
+    "arith": "synthetic +/- word problems (curate demo's task), GSM8K-style exact match",
 }
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from curate.cli import common_options
 
-    parser = subparsers.add_parser("eval", help="evaluate a model on a task (gsm8k, humaneval)")
+    parser = subparsers.add_parser("eval", help="evaluate a model on a task (gsm8k, humaneval, arith)")
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     for name, help_text in TASK_HELP.items():
         task = tasks.add_parser(name, parents=[common_options()], help=help_text, description=help_text)
         source = task.add_mutually_exclusive_group(required=True)
         source.add_argument("--model", help="model folder or hub id to generate with")
-        samples_flags = ["--samples", "--predictions"] if name == "gsm8k" else ["--samples"]
+        samples_flags = ["--samples", "--predictions"] if name in ("gsm8k", "arith") else ["--samples"]
         source.add_argument(*samples_flags, dest="samples", metavar="FILE",
                             help="score pre-generated completions: jsonl of {task_id, completion}")
         task.add_argument("--out", help="output folder (default: runs/eval/TASK-NAME)")
@@ -44,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         task.add_argument("--system", help="system message")
         task.add_argument("--no-resume", dest="resume", action="store_false",
                           help="ignore cached generations in the output folder")
-        if name == "gsm8k":
+        if name in ("gsm8k", "arith"):
             task.add_argument("--data", help="dataset file, folder or hub id (default: offline GSM8K, "
                               "else openai/gsm8k)")
             task.add_argument("--split", default="test", help="(default: test)")

@@ -1,0 +1,114 @@
+"""``arith``: synthetic GSM8K-style word problems with step-by-step answers ("#### N").
+
+A problem starts someone with a quantity of something and applies ``min_steps``..``max_steps``
+additions or subtractions (each number has 1..``max_digits`` digits, the count drawn uniformly, so
+easy and hard problems mix; never below zero), then asks how many there are now. The worked answer writes one equation per step and ends "#### N", so the GSM8K verifier and
+prompts serve unchanged. Splits are generated from a seed; the test split never repeats a train
+question. ``source`` may instead name a file of such rows (e.g. written by ``curate demo``).
+"""
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+
+from eval.errors import BadInputError
+from eval.tasks import gsm8k
+from eval.tasks.base import Task, TaskOptions, register_task
+
+NAMES = ("Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Max", "Noa")
+ITEMS = ("apples", "stamps", "marbles", "coins", "books", "shells", "cards", "pens")
+ADD = ("{who} buys {n} more.", "{who} finds {n} more.", "{who} gets {n} more from a friend.")
+SUB = ("{who} gives away {n}.", "{who} sells {n}.", "{who} loses {n}.")
+
+
+@dataclass(frozen=True)
+class ArithConfig:
+    min_steps: int = 1
+    max_steps: int = 3
+    max_digits: int = 2
+    ops: str = "+-"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_steps <= self.max_steps:
+            raise BadInputError(f"need 1 <= min_steps <= max_steps, got {self.min_steps}, {self.max_steps}")
+        if not 1 <= self.max_digits <= 6:
+            raise BadInputError(f"max_digits must be in [1, 6], got {self.max_digits}")
+        if not self.ops or set(self.ops) - set("+-"):
+            raise BadInputError(f"ops must be made of '+' and '-', got '{self.ops}'")
+
+
+def make_problem(rng: random.Random, config: ArithConfig) -> dict[str, Any]:
+    """One problem: ``question``, ``answer`` (worked, ending "#### N") and ``steps``."""
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+
+    def number(cap: int | None = None) -> int:
+        top = 10 ** rng.randint(1, config.max_digits) - 1
+        return rng.randint(1, min(top, cap) if cap else top)
+
+    value = number()
+    sentences, lines = [f"{name} has {value} {item}."], []
+    steps = rng.randint(config.min_steps, config.max_steps)
+    for _ in range(steps):
+        op = rng.choice(config.ops) if value > 0 else "+"
+        n = number() if op == "+" else number(cap=value)
+        new = value + n if op == "+" else value - n
+        sentences.append(rng.choice(ADD if op == "+" else SUB).format(who=name, n=n))
+        lines.append(f"{value} {op} {n} = {new}")
+        value = new
+    question = " ".join(sentences) + f" How many {item} does {name} have now?"
+    return {"question": question, "answer": "\n".join(lines) + f"\n#### {value}", "steps": steps}
+
+
+def generate(count: int, seed: int, config: ArithConfig | None = None,
+             exclude: Sequence[str] = ()) -> datasets.Dataset:
+    """``count`` distinct problems from ``seed`` (none whose question is in ``exclude``)."""
+    config = config or ArithConfig()
+    rng, seen, rows = random.Random(seed), set(exclude), []
+    attempts = 0
+    while len(rows) < count:
+        attempts += 1
+        if attempts > 50 * count + 1000:
+            raise BadInputError(f"cannot make {count} distinct problems with {config}; allow more steps or digits")
+        problem = make_problem(rng, config)
+        if problem["question"] not in seen:
+            seen.add(problem["question"])
+            rows.append(problem)
+    return datasets.Dataset.from_list(rows)
+
+
+@functools.cache
+def default_split(split: str) -> datasets.Dataset:
+    train = generate(2000, seed=0)
+    if split == "train":
+        return train
+    if split == "test":
+        return generate(500, seed=1, exclude=train["question"])
+    raise BadInputError(f"arith has splits 'train' and 'test', got '{split}'")
+
+
+def load(options: TaskOptions) -> datasets.Dataset:
+    if options.source:
+        from eval.data import load_data
+
+        ds = load_data(options.source, split=options.split, limit=options.limit)
+    else:
+        ds = default_split(options.split)
+        ds = ds.select(range(min(len(ds), options.limit or len(ds))))
+    return gsm8k.numeric_rows(ds, "arith")
+
+
+def build_prompt(row: dict[str, Any], tokenizer: Any, options: TaskOptions) -> str:
+    pool = list(zip(default_split("train")["question"], default_split("train")["answer"]))
+    return gsm8k.build_prompt(row, tokenizer, options, pool=pool if options.num_fewshot else None)
+
+
+TASK = register_task(Task(
+    name="arith", description="synthetic +/- word problems with worked answers, GSM8K verifier",
+    load=load, build_prompt=build_prompt, verify=gsm8k.verify, stop=gsm8k.stop, max_new_tokens=64,
+    prepare=lambda ds: gsm8k.numeric_rows(ds, "arith"),
+))
