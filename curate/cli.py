@@ -11,7 +11,7 @@ from curate import __version__
 
 # Modules that each define ``register(subparsers)``; one per command group.
 COMMAND_MODULES = ("curate.commands.data", "curate.commands.demo", "curate.commands.eval", "curate.commands.model",
-                   "curate.commands.select")
+                   "curate.commands.select", "curate.commands.vision")
 
 
 def common_options() -> argparse.ArgumentParser:

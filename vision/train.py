@@ -1,0 +1,192 @@
+"""One compact training loop that every vision method plugs into.
+
+A method (:class:`Method`) may add trainable modules (a projection head), choose the samples to
+trust at the start of each epoch after warmup (``select``), and define the batch loss. The loop
+handles seeding, the device, AMP on CUDA, SGD with a cosine schedule, weak/strong augmented views,
+per-epoch checkpoints (atomic; a run resumes from its last epoch), tqdm, and metrics: loss, test
+accuracy and, when the clean labels are known, the precision and recall of the selection.
+Every method returns the same JSON-ready result.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from eval.errors import BadInputError
+from eval.modeling import resolve_device
+from vision.backbones import build_backbone
+from vision.data import ImageData
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "convnet"
+    epochs: int = 30
+    warmup_epochs: int = 5  # epochs on every sample before a method starts selecting
+    batch_size: int = 64
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    augment: bool = True
+    flip: bool = False  # horizontal flips (natural images only)
+    device: str = "auto"
+    amp: bool = True  # mixed precision on CUDA
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise BadInputError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise BadInputError(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        if self.lr <= 0:
+            raise BadInputError(f"lr must be positive, got {self.lr}")
+
+
+@dataclass
+class Batch:
+    index: torch.Tensor  # rows of the training set
+    labels: torch.Tensor  # the given (noisy) labels
+    weak: torch.Tensor
+    strong: torch.Tensor
+    selected: torch.Tensor  # bool: the method trusts this sample (all True in warmup)
+    epoch: int
+
+
+class Method:
+    """Cross-entropy on every sample; subclasses override what they change."""
+
+    name = "ce"
+
+    def modules(self, model: nn.Module, data: ImageData) -> dict[str, nn.Module]:
+        """Extra trainable modules (they are optimised and checkpointed with the model)."""
+        return {}
+
+    def select(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor | None:
+        """A bool mask of trusted training samples for this epoch, or None for all."""
+        return None
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        return nn.functional.cross_entropy(model(batch.weak), batch.labels)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, features: bool = False) -> torch.Tensor:
+    """Logits (or penultimate features) for ``images`` in eval mode, on the model's device."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = [(model.features if features else model)(images[s:s + batch_size].to(device)).float()
+           for s in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def selection_metrics(selected: torch.Tensor | None, clean: np.ndarray | None) -> dict[str, float] | None:
+    if selected is None or clean is None:
+        return None
+    chosen = selected.cpu().numpy().astype(bool)
+    true_positive = float((chosen & clean).sum())
+    return {"selected": int(chosen.sum()), "precision": true_positive / max(int(chosen.sum()), 1),
+            "recall": true_positive / max(int(clean.sum()), 1)}
+
+
+def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, config: TrainConfig,
+        clean: np.ndarray | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``method`` on ``data`` with the given (noisy) ``labels``; ``clean`` (bool per training
+    sample) turns on selection precision/recall. Returns the result dict (see the module docstring)."""
+    labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    if len(labels) != len(data.train_images):
+        raise BadInputError(f"{len(labels)} labels for {len(data.train_images)} training images")
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    model = build_backbone(config.backbone, data.channels, data.num_classes, data.image_size, config.seed).to(device)
+    heads = nn.ModuleDict(method.modules(model, data)).to(device)
+    params = [*model.parameters(), *heads.parameters()]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    steps_per_epoch = -(-len(labels) // config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs * steps_per_epoch)
+    use_amp = config.amp and device.type == "cuda"  # bf16 autocast: no loss scaling needed
+    augmenter = None
+    if config.augment:
+        from vision.augment import Augmenter
+
+        augmenter = Augmenter(data.image_size, flip=config.flip, seed=config.seed)
+
+    history: list[dict[str, Any]] = []
+    start_epoch = 0
+    checkpoint = _checkpoint_path(config, method, data, labels)
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(state["model"])
+        heads.load_state_dict(state["heads"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+    generator = torch.Generator().manual_seed(config.seed)
+    for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
+        torch.randperm(len(labels), generator=generator)
+
+    images = data.train_images
+    bar = tqdm(range(start_epoch, config.epochs), desc=f"{method.name} ({data.name})", unit="epoch",
+               disable=not config.progress)
+    for epoch in bar:
+        started = time.monotonic()
+        selected = method.select(model, images, labels, epoch) if epoch >= config.warmup_epochs else None
+        trusted = selected if selected is not None else torch.ones(len(labels), dtype=torch.bool)
+        model.train()
+        heads.train()
+        total, count = 0.0, 0
+        for rows in torch.randperm(len(labels), generator=generator).split(config.batch_size):
+            x = images[rows]
+            weak, strong = (augmenter.views(x) if augmenter else (x, x))
+            batch = Batch(rows.to(device), labels[rows].to(device), weak.to(device), strong.to(device),
+                          trusted[rows].to(device), epoch)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                loss = method.loss(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            total, count = total + float(loss.detach()) * len(rows), count + len(rows)
+        accuracy = float((predict(model, data.test_images).argmax(1).cpu() == data.test_labels).float().mean())
+        history.append({"epoch": epoch, "loss": total / max(count, 1), "test_accuracy": accuracy,
+                        "selection": selection_metrics(selected, clean), "seconds": round(time.monotonic() - started, 3)})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{accuracy:.3f}")
+        if checkpoint is not None:
+            _save(checkpoint, {"model": model.state_dict(), "heads": heads.state_dict(),
+                               "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                               "history": history, "epoch": epoch})
+    last_selection = next((h["selection"] for h in reversed(history) if h["selection"]), None)
+    return {"method": method.name, "dataset": data.name, "config": asdict(config), **(extra or {}),
+            "epochs": history, "final": {"test_accuracy": history[-1]["test_accuracy"] if history else None,
+                                         "selection": last_selection}}
+
+
+def _checkpoint_path(config: TrainConfig, method: Method, data: ImageData, labels: torch.Tensor) -> Path | None:
+    if not config.checkpoint_dir:
+        return None
+    settings = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_dir", "progress", "device")}
+    key = hashlib.sha256(json.dumps([method.name, vars(method).get("config", None).__repr__(), data.name,
+                                     settings, labels.tolist()], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(config.checkpoint_dir) / f"{method.name}-{key}.pt"
+
+
+def _save(path: Path, state: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
