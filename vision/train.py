@@ -180,7 +180,7 @@ def _checkpoint_path(config: TrainConfig, method: Method, data: ImageData, label
     if not config.checkpoint_dir:
         return None
     settings = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_dir", "progress", "device")}
-    key = hashlib.sha256(json.dumps([method.name, vars(method).get("config", None).__repr__(), data.name,
+    key = hashlib.sha256(json.dumps([method.name, repr(getattr(method, "config", None)), data.name,
                                      settings, labels.tolist()], sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Path(config.checkpoint_dir) / f"{method.name}-{key}.pt"
 
