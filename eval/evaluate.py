@@ -117,6 +117,7 @@ def evaluate(config: EvalConfig, generator: Generator | None = None) -> dict[str
         "n": config.n if sampling else max(len(t) for t in texts),
         "sampling": asdict(sampling) if sampling else None,
         "options": asdict(config.options),
+        "verifier": task.describe(config.options) if task.describe else None,
         "generated_tokens": sum(c.num_tokens for s in generated for c in s) if generated else None,
         "seconds": {"generation": round(generation_s, 2), "total": round(time.monotonic() - started, 2)},
         "files": {"samples": str(out_dir / "samples.jsonl"), "summary": str(out_dir / "summary.json")},
@@ -160,7 +161,7 @@ def read_samples(path: str | os.PathLike, task: Task, options: TaskOptions
     by_id = {row["task_id"]: row for row in all_rows}
     by_question = {row.get("question"): row["task_id"] for row in all_rows if row.get("question")}
     grouped: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:  # a UTF-8 BOM is fine, as in datasets
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue

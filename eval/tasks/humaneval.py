@@ -50,15 +50,25 @@ def verify(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]],
         for text in samples:
             flat_rows.append(row)
             flat_code.append(postprocess_completion(text, row["entry_point"]))
-    sandbox = Sandbox(SandboxConfig(timeout_s=options.timeout_s))
-    results = check_completions(flat_rows, flat_code, sandbox, workers=options.workers,
-                                timeout_s=options.timeout_s)
+    with _sandbox(options) as sandbox:
+        results = check_completions(flat_rows, flat_code, sandbox, workers=options.workers,
+                                    timeout_s=options.timeout_s)
     judged = iter(
         Verdict(r.passed, None, r.error, {"passed": r.passed, "result": _result_text(r.status, r.error),
                                           "checked_completion": code})
         for r, code in zip(results, flat_code)
     )
     return [[next(judged) for _ in samples] for samples in completions]
+
+
+def _sandbox(options: TaskOptions) -> Sandbox:
+    return Sandbox(SandboxConfig(timeout_s=options.timeout_s))
+
+
+def describe(options: TaskOptions) -> dict[str, Any]:
+    """The verifier, for ``summary.json``: which jail ran the programs, and its limits."""
+    with _sandbox(options) as sandbox:
+        return {"sandbox": sandbox.describe()}
 
 
 def _result_text(status: str, error: str) -> str:
@@ -73,5 +83,5 @@ def stop(options: TaskOptions, chat: bool) -> tuple[str, ...]:
 TASK = register_task(Task(
     name="humaneval", description="HumanEval Python function synthesis, pass@k in the sandbox",
     load=load, build_prompt=build_prompt, verify=verify, stop=stop, max_new_tokens=512,
-    ks=(1, 10, 100), headline="pass@1", prepare=prepare,
+    ks=(1, 10, 100), headline="pass@1", prepare=prepare, describe=describe,
 ))
