@@ -1,8 +1,10 @@
 """GSM8K (Cobbe et al. 2021): grade-school word problems, answers checked by their final number.
 
 Prompts are zero- or k-shot (worked examples drawn, seeded, from the train split), plain
-("Question: ...\\nAnswer:") or through the chat template. The verifier extracts the answer in
-``strict`` or ``flexible`` mode (:mod:`eval.gsm8k_answers`) and compares it with the gold "#### N".
+("Question: ...\\nAnswer:") or through the chat template. The verifier reads the answer in one of
+:data:`eval.gsm8k_answers.MODES`: curatekit's ``strict``/``flexible`` compare numbers by value with
+the gold "#### N"; ``lm-eval-strict``/``lm-eval-flexible`` are lm-evaluation-harness 0.4's gsm8k
+filters and exact_match against the whole reference solution.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import datasets
 
 from eval.data import RESPONSE_CANDIDATES, PROMPT_CANDIDATES, default_data_dir, load_data, resolve_column
 from eval.errors import BadInputError
-from eval.gsm8k_answers import extract_answer, extract_gold
+from eval.gsm8k_answers import LM_EVAL_INVALID, LM_EVAL_MODES, check_mode, extract_gold, score
 from eval.tasks.base import Task, TaskOptions, Verdict, register_task, render_chat, uses_chat
 
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
@@ -84,16 +86,20 @@ def build_prompt(row: dict[str, Any], tokenizer: Any, options: TaskOptions,
 
 def verify(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]],
            options: TaskOptions) -> list[list[Verdict]]:
+    mode = check_mode(options.answer_mode)
     verdicts = []
     for row, samples in zip(rows, completions):
-        judged = []
-        for text in samples:
-            answer = extract_answer(text, options.answer_mode)
-            correct = answer is not None and answer == row["gold"]
-            error = "" if correct else ("no answer found" if answer is None else f"expected {row['gold']}")
-            judged.append(Verdict(correct, answer, error, {"gold": row["gold"]}))
-        verdicts.append(judged)
+        # lm-eval compares with the whole solution; rows without one (a bare gold) still work.
+        reference = (row.get("answer") or row["gold"]) if mode in LM_EVAL_MODES else row["gold"]
+        verdicts.append([_judge(text, row["gold"], reference, mode) for text in samples])
     return verdicts
+
+
+def _judge(text: str, gold: str, reference: str, mode: str) -> Verdict:
+    answer, correct = score(text, reference, mode)
+    missing = answer is None or answer == LM_EVAL_INVALID
+    error = "" if correct else ("no answer found" if missing else f"expected {gold}")
+    return Verdict(correct, answer, error, {"gold": gold})
 
 
 def stop(options: TaskOptions, chat: bool) -> tuple[str, ...]:
