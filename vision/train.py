@@ -3,15 +3,19 @@
 A method (:class:`Method`) may add trainable modules (a projection head), choose the samples to
 trust at the start of each epoch after warmup (``select``), and define the batch loss. The loop
 handles seeding, the device, AMP on CUDA, SGD with a cosine schedule, weak/strong augmented views,
-per-epoch checkpoints (atomic; a run resumes from its last epoch), tqdm, and metrics: loss, test
-accuracy and, when the clean labels are known, the precision and recall of the selection.
-Every method returns the same JSON-ready result.
+per-epoch checkpoints (atomic; a run resumes from its last epoch, with every random state put back,
+see :mod:`vision.rng`), tqdm, and metrics: loss, test accuracy and, when the clean labels are known,
+the precision and recall of the selection. Every method returns the same JSON-ready result.
+
+Test hook: ``CURATEKIT_KILL_AFTER_EPOCH=k`` SIGKILLs the process right after the checkpoint of its
+k-th finished epoch (1-based) is written, to test resuming after a crash.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +28,7 @@ from tqdm.auto import tqdm
 
 from eval.errors import BadInputError
 from eval.modeling import resolve_device
+from vision import rng
 from vision.backbones import build_backbone
 from vision.data import ImageData
 
@@ -74,6 +79,11 @@ class Method:
         """Extra trainable modules (they are optimised and checkpointed with the model)."""
         return {}
 
+    def generators(self) -> dict[str, torch.Generator]:
+        """The method's own random generators, by name (checkpointed and restored with the run);
+        (re)create them in :meth:`modules`, which every run calls first."""
+        return {}
+
     def select(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, epoch: int) -> torch.Tensor | None:
         """A bool mask of trusted training samples for this epoch, or None for all."""
         return None
@@ -111,8 +121,7 @@ def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, conf
     if len(labels) != len(data.train_images):
         raise BadInputError(f"{len(labels)} labels for {len(data.train_images)} training images")
     device = resolve_device(config.device)
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
+    rng.seed_globals(config.seed)
     model = build_backbone(config.backbone, data.channels, data.num_classes, data.image_size, config.seed).to(device)
     heads = nn.ModuleDict(method.modules(model, data)).to(device)
     params = [*model.parameters(), *heads.parameters()]
@@ -126,6 +135,10 @@ def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, conf
 
         augmenter = Augmenter(data.image_size, flip=config.flip, seed=config.seed)
 
+    generator = torch.Generator().manual_seed(config.seed)  # the data order
+    generators = {"order": generator, **({"augment": augmenter.generator} if augmenter else {}),
+                  **{f"method.{name}": g for name, g in method.generators().items()}}
+
     history: list[dict[str, Any]] = []
     start_epoch = 0
     checkpoint = _checkpoint_path(config, method, data, labels)
@@ -135,10 +148,8 @@ def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, conf
         heads.load_state_dict(state["heads"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        rng.restore(state["rng"], generators)
         history, start_epoch = state["history"], state["epoch"] + 1
-    generator = torch.Generator().manual_seed(config.seed)
-    for _ in range(start_epoch):  # the same shuffles as an uninterrupted run
-        torch.randperm(len(labels), generator=generator)
 
     images = data.train_images
     bar = tqdm(range(start_epoch, config.epochs), desc=f"{method.name} ({data.name})", unit="epoch",
@@ -169,24 +180,42 @@ def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, conf
         if checkpoint is not None:
             _save(checkpoint, {"model": model.state_dict(), "heads": heads.state_dict(),
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                               "history": history, "epoch": epoch})
+                               "rng": rng.capture(generators), "history": history, "epoch": epoch})
+            _kill_hook(epoch + 1)
     last_selection = next((h["selection"] for h in reversed(history) if h["selection"]), None)
     return {"method": method.name, "dataset": data.name, "config": asdict(config), **(extra or {}),
             "epochs": history, "final": {"test_accuracy": history[-1]["test_accuracy"] if history else None,
                                          "selection": last_selection}}
 
 
+CHECKPOINT_FORMAT = 2  # 2: random states saved; older checkpoints are not resumed from
+
+
 def _checkpoint_path(config: TrainConfig, method: Method, data: ImageData, labels: torch.Tensor) -> Path | None:
     if not config.checkpoint_dir:
         return None
     settings = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_dir", "progress", "device")}
-    key = hashlib.sha256(json.dumps([method.name, repr(getattr(method, "config", None)), data.name,
-                                     settings, labels.tolist()], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    identity = [CHECKPOINT_FORMAT, method.name, repr(getattr(method, "config", None)), data.name, settings,
+                labels.tolist()]
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Path(config.checkpoint_dir) / f"{method.name}-{key}.pt"
+
+
+KILL_AFTER_EPOCH = "CURATEKIT_KILL_AFTER_EPOCH"
+
+
+def _kill_hook(finished: int) -> None:
+    """Test hook: with CURATEKIT_KILL_AFTER_EPOCH=k, SIGKILL this process as soon as the checkpoint
+    of its k-th finished epoch (1-based) is on disk, as a crash or a preempted job would end it."""
+    if os.environ.get(KILL_AFTER_EPOCH) == str(finished):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)

@@ -11,7 +11,8 @@ At the start of each epoch after warmup, on the L2-normalised embeddings of ever
 2. Confident pairs. Pairs of confident examples with the same given label; their embedding
    similarities set a threshold γ (the ``beta`` quantile). Any other pair with the same given label
    and similarity >= γ is a confident pair too. Pairs are decided per batch from the stored
-   embeddings (no n x n matrix is kept).
+   embeddings (no n x n matrix is kept). With many confident examples γ comes from a sample of
+   pairs drawn by the method's own generator (seeded by ``seed``, checkpointed with the run).
 3. Loss. A supervised contrastive loss whose positives are the anchor's other view and the views
    of its confident pairs in the batch, plus ``lambda_ce`` x cross-entropy on the confident examples.
    Warmup (before any selection): the contrastive loss with only the other view as positive
@@ -37,6 +38,7 @@ class SelCLConfig:
     temperature: float = 0.1
     lambda_ce: float = 1.0
     projection_dim: int = 128
+    seed: int = 0  # the pair sample behind γ
 
 
 def knn_votes(features: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int, chunk: int = 2048) -> torch.Tensor:
@@ -70,12 +72,12 @@ def select_examples(features: torch.Tensor, labels: torch.Tensor, num_classes: i
 
 
 def pair_threshold(features: torch.Tensor, labels: torch.Tensor, confident: torch.Tensor, beta: float = 0.25,
-                   max_pairs: int = 2_000_000, seed: int = 0) -> float:
-    """γ: the ``beta`` quantile of similarities of same-label pairs of confident examples (a
-    seeded sample of at most ``max_pairs`` pairs)."""
+                   max_pairs: int = 2_000_000, generator: torch.Generator | None = None) -> float:
+    """γ: the ``beta`` quantile of similarities of same-label pairs of confident examples (past
+    ``max_pairs`` pairs, a sample of that many drawn from ``generator``, by default one seeded 0)."""
     feats = nn.functional.normalize(features[confident].float(), dim=1)
     y = labels[confident]
-    generator = torch.Generator().manual_seed(seed)
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
     n = len(y)
     if n * n <= max_pairs:
         sims = feats @ feats.T
@@ -118,11 +120,16 @@ class SelCL(Method):
         self.embeddings: torch.Tensor | None = None
         self.threshold = 1.0
         self.head: nn.Module | None = None
+        self.generator = torch.Generator().manual_seed(self.config.seed)
 
     def modules(self, model, data):
+        self.generator = torch.Generator().manual_seed(self.config.seed)  # afresh for every run
         self.head = nn.Sequential(nn.Linear(model.feature_dim, model.feature_dim), nn.ReLU(),
                                   nn.Linear(model.feature_dim, self.config.projection_dim))
         return {"projection": self.head}
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"pairs": self.generator}
 
     def embed(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return nn.functional.normalize(self.head(model.features(x)).float(), dim=1)
@@ -137,7 +144,8 @@ class SelCL(Method):
         self.head.train(was_training)
         num_classes = int(labels.max()) + 1
         self.confident = select_examples(self.embeddings, labels, num_classes, self.config.k, self.config.alpha)
-        self.threshold = pair_threshold(self.embeddings, labels, self.confident, self.config.beta)
+        self.threshold = pair_threshold(self.embeddings, labels, self.confident, self.config.beta,
+                                        generator=self.generator)
         return self.confident
 
     def loss(self, model, batch: Batch) -> torch.Tensor:
