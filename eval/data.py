@@ -14,7 +14,7 @@ import datasets
 
 from eval.errors import BadInputError, first_line
 
-# File suffix -> builder name of the `datasets` packaged loaders.
+# File suffix (eval.io.DATA_FILE_SUFFIXES) -> builder name of the `datasets` packaged loaders.
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 # Column names tried, in order, when the caller names no prompt / response column.
@@ -51,7 +51,7 @@ def load_data(
     path = Path(text).expanduser()
     if path.exists():
         ds = _load_local(path, split)
-    elif _looks_like_path(text):
+    elif looks_like_path(text):
         raise BadInputError(f"dataset path does not exist: {text}")
     else:
         ds = _load_hub(text, config, split)
@@ -85,14 +85,27 @@ def resolve_column(
             raise BadInputError(
                 f"{role} column '{name}' not found; available columns: {', '.join(ds.column_names)}"
             )
-        return name
+        return check_text_column(ds, name, role)
     for candidate in candidates:
         if candidate in ds.column_names:
-            return candidate
+            return check_text_column(ds, candidate, role)
     raise BadInputError(
         f"no {role} column found (tried {', '.join(candidates)}); name one with --{role}-column; "
         f"available columns: {', '.join(ds.column_names)}"
     )
+
+
+def check_text_column(ds: datasets.Dataset, column: str, role: str) -> str:
+    """``column``, after checking that every row holds a string (no null, number or list); the
+    error names the column, the first bad row and its value."""
+    if getattr(ds.features[column], "dtype", None) in ("string", "large_string") and \
+            ds.data.column(column).null_count == 0:
+        return column  # the common case, read from Arrow's metadata without touching the rows
+    for i, value in enumerate(ds[column]):
+        if not isinstance(value, str):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise BadInputError(f"{role} column '{column}' row {i}: expected a string, got {shown}")
+    return column
 
 
 def parse_column_map(spec: str | None) -> dict[str, str]:
@@ -119,7 +132,8 @@ def default_data_dir() -> Path | None:
     return None
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
+    """Whether ``text`` is meant as a local path rather than a hub id."""
     return (
         text.startswith((".", "/", "~"))
         or text.count("/") > 1
@@ -170,7 +184,7 @@ def _saved_without_shards(path: Path) -> bool:
     if not state.exists():
         return False
     try:
-        return json.loads(state.read_text()).get("_data_files") == []
+        return json.loads(state.read_text(encoding="utf-8-sig")).get("_data_files") == []
     except (OSError, ValueError):
         return False
 

@@ -1,7 +1,9 @@
 """Model and tokenizer loading, and prompt building, shared by eval/, curate/, rl/ and sft/."""
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +16,50 @@ PLAIN_TEMPLATE = "{system}Question: {prompt}\nAnswer:"
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+# A local model folder holds one of these configs and weights with one of these suffixes.
+MODEL_CONFIGS = ("config.json", "adapter_config.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def check_model_path(name_or_path: str | os.PathLike, flag: str = "--model") -> None:
+    """Fail fast, before any data is read, unless a local ``name_or_path`` is a model folder (a
+    readable config with a model type, and weights). A name that is not a local path is taken as
+    a hub id and left to the loader."""
+    from eval.data import looks_like_path
+
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        # 'runs/tiny' is meant as a path when ./runs exists; 'Qwen/Qwen2.5-1.5B' is a hub id
+        if looks_like_path(str(name_or_path)) or (path.parent != Path(".") and path.parent.is_dir()):
+            raise BadInputError(f"{flag} {name_or_path}: no such model folder")
+        return
+    if not path.is_dir():
+        raise BadInputError(f"{flag} {path}: not a model folder (a file; give the folder holding config.json)")
+    config = next((path / name for name in MODEL_CONFIGS if (path / name).is_file()), None)
+    if config is None:
+        raise BadInputError(f"{flag} {path}: not a model folder (no config.json)")
+    try:
+        fields = json.loads(config.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise BadInputError(f"{flag} {path}: unreadable {config.name}: {first_line(err)}") from err
+    if not isinstance(fields, dict) or (config.name == "config.json" and "model_type" not in fields):
+        raise BadInputError(f"{flag} {path}: {config.name} names no model_type; not a model folder")
+    if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in path.iterdir()):
+        raise BadInputError(f"{flag} {path}: no weights ({', '.join('*' + s for s in WEIGHT_SUFFIXES)})")
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """Fail fast on a device name torch does not know, or CUDA asked for where there is none."""
+    if device == "auto":
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise BadInputError(f"{flag} {device}: unknown device (expected auto, cpu, cuda, cuda:N, mps, ...)") from err
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise BadInputError(f"{flag} {device}: no CUDA device is available")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:

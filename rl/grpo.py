@@ -140,13 +140,16 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
 def parse(argv: list[str] | None = None):
     from trl import GRPOConfig, ModelConfig, TrlParser
 
-    return TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig)).parse_args_and_config(argv)
+    from eval.io import parse_recipe
+
+    parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig))
+    return parse_recipe(parser, sys.argv[1:] if argv is None else argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from eval.errors import exit_code
+    from eval.errors import script_main
 
-    return exit_code("rl.grpo", lambda: train(*parse(argv)))
+    return script_main("rl.grpo", parse, train, argv)
 
 
 if __name__ == "__main__":

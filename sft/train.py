@@ -112,14 +112,16 @@ def train(script_args: SFTScriptArguments, training_args, model_args):
 def parse(argv: list[str] | None = None):
     from trl import ModelConfig, SFTConfig, TrlParser
 
+    from eval.io import parse_recipe
+
     parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
-    return parser.parse_args_and_config(argv)
+    return parse_recipe(parser, sys.argv[1:] if argv is None else argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from eval.errors import exit_code
+    from eval.errors import script_main
 
-    return exit_code("sft.train", lambda: train(*parse(argv)))
+    return script_main("sft.train", parse, train, argv)
 
 
 if __name__ == "__main__":

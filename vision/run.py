@@ -8,27 +8,28 @@ settings, and the method's options; the result JSON has the same shape for every
 """
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from eval.errors import BadInputError
+from eval.errors import BadInputError, check_fields
+from eval.io import read_yaml
 
 SECTIONS = ("dataset", "root", "image_size", "seed", "noise", "train", "method")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    import yaml
+    """The experiment config of a YAML file; unknown sections and fields are named."""
+    from vision.noise import NoiseConfig
+    from vision.train import TrainConfig
 
-    path = Path(path)
-    if not path.is_file():
-        raise BadInputError(f"config file does not exist: {path}")
-    config = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(config, dict):
-        raise BadInputError(f"{path}: expected a mapping of {', '.join(SECTIONS)}")
-    unknown = sorted(set(config) - set(SECTIONS))
-    if unknown:
-        raise BadInputError(f"{path}: unknown key(s) {unknown}; expected {', '.join(SECTIONS)}")
+    config = read_yaml(path, "--config")
+    check_fields(config, SECTIONS, f"--config {path}")
+    for section, cls in (("train", TrainConfig), ("noise", NoiseConfig)):
+        value = config.get(section) or {}
+        if not isinstance(value, dict):
+            raise BadInputError(f"--config {path}: '{section}' must be a mapping of fields")
+        check_fields(value, {f.name for f in fields(cls)}, f"--config {path}: {section}")
     return config
 
 

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "without it lengths are in characters")
     inspect.add_argument("--json", action="store_true", help="print the report as JSON")
     inspect.add_argument("--out", help="also write the report as JSON to this file")
-    inspect.set_defaults(func=run_inspect)
+    inspect.set_defaults(func=run_inspect, out_kind="file")
 
 
 def add_dataset_options(parser: argparse.ArgumentParser) -> None:

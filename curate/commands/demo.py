@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--sft-steps", type=int, help="override the preset's SFT steps")
     demo.add_argument("--grpo-steps", type=int, help="override the preset's GRPO steps per arm")
     demo.add_argument("--device", help="override the preset's device (cpu, cuda, auto)")
-    demo.set_defaults(func=run_demo)
+    demo.set_defaults(func=run_demo, positive=("sft_steps", "grpo_steps"))
 
 
 def run_demo(args: argparse.Namespace) -> int:

@@ -51,12 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             task.add_argument("--split", default="test", help="(default: test)")
             task.add_argument("--num-fewshot", type=int, default=0,
                               help="worked examples from the train split before each question (default: 0)")
-            task.add_argument("--answer-mode", default="flexible", choices=["strict", "flexible"],
-                              help="strict: '#### N' or 'The answer is N'; flexible: else the last number")
+            task.add_argument("--answer-mode", default="flexible",
+                              choices=["strict", "flexible", "lm-eval-strict", "lm-eval-flexible"],
+                              help="strict: '#### N' or 'The answer is N'; flexible: else the last number "
+                              "(both compare numbers by value); lm-eval-strict / lm-eval-flexible: "
+                              "lm-evaluation-harness 0.4's gsm8k filters and exact_match (default: flexible)")
         else:
             task.add_argument("--workers", type=int, help="sandbox processes at once (default: CPU count)")
             task.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: 10)")
-        task.set_defaults(func=run_eval)
+        task.set_defaults(func=run_eval, positive=("limit", "n", "max_new_tokens", "batch_size", "workers"))
 
 
 def _ks(text: str) -> tuple[int, ...]:

@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for f in fields(TinyModelConfig):
         tiny.add_argument(f"--{f.name.replace('_', '-')}", type=int, default=f.default,
                           help=f"(default: {f.default})")
-    tiny.set_defaults(func=run_tiny)
+    tiny.set_defaults(func=run_tiny, positive=("limit",))
 
 
 def run_tiny(args: argparse.Namespace) -> int:

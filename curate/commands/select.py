@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cdas.add_argument("--prompt-column", help="(default: first of prompt, question, instruction, ...)")
     cdas.add_argument("--response-column", help="(default: first of response, answer, completion, ...)")
     add_run_options(cdas, seed_help="k-means and random-baseline seed", cache_help="IFD cache")
-    cdas.set_defaults(func=run_cdas)
+    cdas.set_defaults(func=run_cdas, out_kind="dataset", positive=("limit", "num_clusters", "max_length", "batch_tokens"))
     register_learnalign(methods)
 
 
@@ -80,13 +80,16 @@ def register_learnalign(methods: argparse._SubParsersAction) -> None:
     la.add_argument("--with-ifd", action="store_true", help="also score IFD (for --method ifd)")
     la.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="rollouts (default: auto)")
     add_run_options(la, seed_help="rollouts, projection and tie-breaking seed", cache_help="rollout/gradient cache")
-    la.set_defaults(func=run_learnalign)
+    la.set_defaults(func=run_learnalign, positive=("limit", "n", "num_rollouts", "max_new_tokens", "projection_dim",
+                                                   "lora_r", "warmup_samples", "warmup_steps"))
 
 
 def sidecar(out: str | Path, suffix: str) -> Path:
     """``runs/sel.jsonl`` -> ``runs/sel.report.json``; ``runs/sel`` -> ``runs/sel.report.json``."""
+    from eval.io import DATA_FILE_SUFFIXES
+
     out = Path(out)
-    stem = out.name[: -len(out.suffix)] if out.suffix.lower() in (".jsonl", ".json", ".parquet", ".csv") else out.name
+    stem = out.name[: -len(out.suffix)] if out.suffix.lower() in DATA_FILE_SUFFIXES else out.name
     return out.with_name(stem + suffix)
 
 
@@ -132,9 +135,11 @@ def run_learnalign(args: argparse.Namespace) -> int:
     from curate.grad_features import GradientConfig, check_lora_targets
     from eval.data import load_data, save_dataset
     from eval.errors import BadInputError
-    from eval.io import atomic_write_json
+    from eval.io import atomic_write_json, read_yaml
     from eval.tasks import get_task
 
+    if args.warmup_recipe and not args.no_warmup:
+        read_yaml(args.warmup_recipe, "--warmup-recipe")  # a missing or broken recipe, before any work
     targets = tuple(t.strip() for t in args.target_modules.split(",") if t.strip())
     config = learnalign.LearnAlignConfig(
         task=args.task, num_rollouts=args.num_rollouts, temperature=args.temperature,

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         method.add_argument("--warmup-epochs", type=int, help="override train.warmup_epochs")
         method.add_argument("--device", help="override train.device (cpu, cuda, auto)")
         method.add_argument("--checkpoint-dir", help="per-epoch checkpoints; a rerun resumes from them")
-        method.set_defaults(func=run_vision)
+        method.set_defaults(func=run_vision, out_kind="file", positive=("epochs",))
 
 
 def run_vision(args: argparse.Namespace) -> int:
