@@ -11,13 +11,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+from typing import TYPE_CHECKING
 
 from eval.errors import BadInputError
 from eval.io import atomic_dir, atomic_write_json
+
+if TYPE_CHECKING:  # torch and transformers load when a model is built, not when the CLI starts
+    from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 # Qwen2.5-Instruct's special tokens: <|endoftext|> pads, <|im_end|> ends an assistant turn.
 PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
@@ -64,6 +64,9 @@ class TinyModelConfig:
 def train_tokenizer(texts: Iterable[str], vocab_size: int = 1024, chat_template: bool = True) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer (every string encodes) with ChatML special tokens (and the
     ChatML chat template unless ``chat_template=False``: plain prompts everywhere)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -110,6 +113,9 @@ def build_tiny_model(
 
 def init_model(config: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2ForCausalLM:
     """A randomly initialised (seeded) Qwen2 causal LM sized for ``tokenizer``."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
     qwen_config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,

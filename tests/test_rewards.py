@@ -52,4 +52,8 @@ def test_gsm8k_task_reward():
     scores = reward(["q"] * 3, ["so #### 72", [{"role": "assistant", "content": "it is 71"}], "72 apples"],
                     gold=["72", "72", "72"], trainer_state=None)
     assert scores == [1.0, 0.0, 1.0]
+    # Each completion against its own row's gold (kills a reward that reads one row's columns for all).
+    scores = reward(["q"] * 3, ["so #### 72", [{"role": "assistant", "content": "it is 5"}], "72 apples"],
+                    gold=["72", "5", "9"], trainer_state=None)
+    assert scores == [1.0, 1.0, 0.0]
     assert reward.__name__ == "gsm8k_correct"
