@@ -302,6 +302,9 @@ class _Worker:
             self.close()
             raise RuntimeError(f"sandbox worker ({isolation}) did not start: {log or self.ready}")
         self.ready = self.ready["ready"]
+        if isinstance(self.ready, dict) and not self.ready.get("nondumpable"):
+            warnings.warn("curatekit sandbox: the worker could not make itself non-dumpable (prctl); a "
+                          "candidate may be able to trace the judge process.", RuntimeWarning, stacklevel=2)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
