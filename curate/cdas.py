@@ -24,7 +24,7 @@ import numpy as np
 
 from curate.baselines import count_for_ratio, select_random, select_top
 from curate.ifd import IFDConfig, ifd_scores
-from eval.cache import default_cache_dir, digest, model_fingerprint, run_chunked
+from eval.cache import default_cache_dir, digest, kill_point, model_fingerprint, run_chunked
 from eval.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
 from eval.errors import BadInputError
 
@@ -51,7 +51,7 @@ class CDASConfig:
     num_clusters: int = 10
     embedding_model: str | None = None  # any sentence-transformers name or path (default: all-MiniLM-L6-v2)
     embedding_batch_size: int = 128
-    seed: int = 0  # k-means initialisation; the random baseline
+    seed: int = 0  # k-means initialisation; the random baseline (IFD and the embeddings draw nothing)
     prompt_column: str | None = None
     response_column: str | None = None
     ifd: IFDConfig = field(default_factory=IFDConfig)
@@ -102,11 +102,12 @@ def score(ds: datasets.Dataset, model: Any, tokenizer: Any = None, config: CDASC
         return [list(row) for row in zip(result.ppl_answer, result.ppl_conditioned, result.skip_reason, lengths)]
 
     rows = run_chunked(list(range(len(ds))), compute, cache, chunk_size=config.chunk_size,
-                       desc="IFD", unit="sample", progress=progress)
+                       desc="IFD", unit="sample", progress=progress, stage="ifd")
     ppl_answer = np.array([r[0] for r in rows], dtype=float)
     ppl_conditioned = np.array([r[1] for r in rows], dtype=float)
     reasons, response_tokens = [r[2] for r in rows], [int(r[3]) for r in rows]
     clusters = cluster_prompts(prompts, config, progress)
+    kill_point("scoring", 1)  # test hook: scored, nothing written yet
     return (ds.add_column("ifd", (ppl_conditioned / ppl_answer).tolist())
               .add_column("ppl_answer", ppl_answer.tolist())
               .add_column("ppl_conditioned", ppl_conditioned.tolist())

@@ -11,8 +11,11 @@
 5. Evaluation: greedy accuracy on the test split; a paper-style table (mean ± std over seeds),
    JSON, Markdown and plots.
 
-Every stage writes into ``--out`` and is skipped when its output is already there, so an
-interrupted demo resumes.
+Every stage writes into ``--out`` and is skipped when its output is already there (models appear
+whole, written beside their folder and renamed; scoring and evaluation resume from their chunk
+caches), so an interrupted demo resumes. Every random draw is seeded (data from ``--seed``, the
+tiny model and SFT from 0, scoring from 0, each GRPO run from its seed), so a resumed demo gives the
+results of an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ class DemoPreset:
     num_rollouts: int = 8  # G, for scoring and GRPO
     max_new_tokens: int = 40
     projection_dim: int = 2048
+    score_chunk_size: int = 64  # pool prompts between scoring cache writes
     ns: tuple[int, ...] = (32, 64)
     seeds: tuple[int, ...] = (0, 1)
     arms: tuple[str, ...] = ARMS
@@ -88,7 +92,9 @@ def make_data(preset: DemoPreset, out: Path, seed: int = 0) -> dict[str, Path]:
 def train_sft(preset: DemoPreset, data: dict[str, Path], out: Path) -> Path:
     """The starting policy: a tiny Qwen2 trained from scratch with SFT (no chat template: plain
     "Question: ...\\nAnswer:" prompts, as the task uses)."""
+    from eval.cache import kill_point
     from eval.data import load_data
+    from eval.io import atomic_dir
     from eval.tiny import build_tiny_model
     from sft import train as sft_train
 
@@ -99,15 +105,20 @@ def train_sft(preset: DemoPreset, data: dict[str, Path], out: Path) -> Path:
     init = out / "init_model"
     build_tiny_model(init, [f"Question: {q}\nAnswer: {a}" for q, a in zip(rows["question"], rows["answer"])],
                      preset.model, chat_template=False)
-    argv = ["--model_name_or_path", str(init), "--dataset", str(data["sft"]), "--output_dir", str(model_dir),
+    with atomic_dir(model_dir) as tmp:  # a half-saved model is never taken for a finished one
+        sft_train.train(*sft_train.parse(_sft_argv(preset, data, init, tmp)))
+        kill_point("sft", 1)  # test hook: trained, not yet in place
+    return model_dir
+
+
+def _sft_argv(preset: DemoPreset, data: dict[str, Path], init: Path, model_dir: Path) -> list[str]:
+    return ["--model_name_or_path", str(init), "--dataset", str(data["sft"]), "--output_dir", str(model_dir),
             "--padding", "dynamic_pack", "--chat", "false", "--max_length", "256", "--dtype", "float32",
             "--per_device_train_batch_size", str(preset.sft_batch_size), "--max_steps", str(preset.sft_steps),
             "--learning_rate", str(preset.sft_learning_rate), "--lr_scheduler_type", "cosine",
             "--warmup_steps", str(max(1, preset.sft_steps // 20)), "--logging_steps", str(max(1, preset.sft_steps // 10)),
             "--save_strategy", "no", "--report_to", "none", "--seed", "0", "--disable_tqdm", "false",
             *(["--use_cpu", "true"] if preset.device == "cpu" else [])]
-    sft_train.train(*sft_train.parse(argv))
-    return model_dir
 
 
 def score_pool(preset: DemoPreset, data: dict[str, Path], model_dir: Path, out: Path):
@@ -124,7 +135,8 @@ def score_pool(preset: DemoPreset, data: dict[str, Path], model_dir: Path, out: 
     pool = load_data(str(data["pool"]))
     config = learnalign.LearnAlignConfig(task="arith", num_rollouts=preset.num_rollouts, temperature=1.0,
                                          max_new_tokens=preset.max_new_tokens, backend="hf", chat=False,
-                                         gradients=GradientConfig(projection_dim=preset.projection_dim))
+                                         chunk_size=preset.score_chunk_size, seed=0,
+                                         gradients=GradientConfig(projection_dim=preset.projection_dim, seed=0))
     scored: datasets.Dataset = learnalign.score(pool, str(model_dir), config, cache_dir=out / "cache",
                                                 device=preset.device)
     save_dataset(scored, path)
@@ -133,29 +145,40 @@ def score_pool(preset: DemoPreset, data: dict[str, Path], model_dir: Path, out: 
 
 def train_arm(preset: DemoPreset, model_dir: Path, train_rows, out_dir: Path, seed: int) -> Path:
     """GRPO from the SFT model on ``train_rows``: the same steps and rollouts for every arm."""
-    from rl.staged import grpo_argv, run_grpo
+    from eval.cache import kill_point
+    from eval.io import atomic_dir
+    from rl.staged import run_grpo
 
     if (out_dir / "model.safetensors").exists():
         return out_dir
-    argv = grpo_argv(None, model_name_or_path=model_dir, task="arith", chat="false", output_dir=out_dir,
+    with atomic_dir(out_dir) as tmp:  # a half-saved model is never taken for a finished one
+        run_grpo(_grpo_argv(preset, model_dir, tmp, seed), train_rows)
+        kill_point("grpo", 1)  # test hook: the first arm this process trains, not yet in place
+    return out_dir
+
+
+def _grpo_argv(preset: DemoPreset, model_dir: Path, out_dir: Path, seed: int) -> list[str]:
+    from rl.staged import grpo_argv
+
+    return grpo_argv(None, model_name_or_path=model_dir, task="arith", chat="false", output_dir=out_dir,
                      use_peft="false", learning_rate=preset.grpo_learning_rate, max_steps=preset.grpo_steps,
                      num_generations=preset.num_rollouts,
                      per_device_train_batch_size=preset.grpo_prompts_per_step * preset.num_rollouts,
                      max_completion_length=preset.max_new_tokens, seed=seed, dtype="float32",
                      use_cpu="true" if preset.device == "cpu" else None)
-    run_grpo(argv, train_rows)
-    return out_dir
 
 
 def accuracy(preset: DemoPreset, model_dir: Path, test: Path) -> float:
-    """Greedy accuracy on the test split (cached in the model folder)."""
+    """Greedy accuracy on the test split, cached in ``<model folder>.eval`` (beside the model, not in
+    it: the model's fingerprint, which keys the generation cache, must not change as the eval writes)."""
     from eval.evaluate import EvalConfig, evaluate
     from eval.tasks import TaskOptions
 
-    summary_path = model_dir / "eval" / "summary.json"
+    eval_dir = model_dir.with_name(model_dir.name + ".eval")
+    summary_path = eval_dir / "summary.json"
     if summary_path.exists():
         return json.loads(summary_path.read_text())["accuracy"]
-    summary = evaluate(EvalConfig(task="arith", model=str(model_dir), out_dir=str(model_dir / "eval"), backend="hf",
+    summary = evaluate(EvalConfig(task="arith", model=str(model_dir), out_dir=str(eval_dir), backend="hf",
                                   max_new_tokens=preset.max_new_tokens, device=preset.device, progress=False,
                                   options=TaskOptions(source=str(test), chat=False)))
     return summary["accuracy"]

@@ -20,7 +20,8 @@ gradient is Σ_t δ_t a_tᵀ (a batched einsum), which is exact because rollouts
 interact. ``reference_features`` is the plain way (one backward per prompt, parameters' .grad).
 
 The reference policy π_ref is the model with its LoRA adapter disabled (the base model); a model
-without an adapter gets a fresh LoRA (zero B, so only B's gradient is non-zero, and π_ref = π_θ).
+without an adapter gets a fresh LoRA (zero B, so only B's gradient is non-zero, and π_ref = π_θ),
+its A drawn from ``GradientConfig.seed`` (as is the projection), never from the global RNG state.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from eval.batching import token_budget_batches
+from eval.cache import derive_seed
 from eval.errors import BadInputError
 from eval.modeling import target_logprobs
 
@@ -48,7 +50,7 @@ class GradientConfig:
     target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     max_tokens_per_batch: int = 8192  # rollouts per forward/backward: a token budget ...
     max_batch_size: int = 64  # ... and a cap on rollouts
-    seed: int = 0  # the projection
+    seed: int = 0  # the projection and a fresh adapter's init (both in the gradient cache key)
 
     def __post_init__(self) -> None:
         if self.projection_dim < 1:
@@ -80,14 +82,7 @@ def prepare_lora(model: nn.Module, config: GradientConfig) -> list[tuple[str, nn
     only their weights require gradients."""
     lora = _lora_linears(model)
     if not lora:
-        from peft import LoraConfig
-
-        try:
-            model.add_adapter(LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                                         target_modules=list(config.target_modules)))
-        except ValueError as err:
-            raise BadInputError(f"cannot put LoRA on the model's layers {list(config.target_modules)}: "
-                                f"{str(err).splitlines()[0]}") from err
+        add_seeded_adapter(model, config)
         lora = _lora_linears(model)
     if not lora:
         raise BadInputError(f"the model has no LoRA-able linear layers named {list(config.target_modules)}")
@@ -96,6 +91,23 @@ def prepare_lora(model: nn.Module, config: GradientConfig) -> list[tuple[str, nn
     for _, module in lora:
         module.weight.requires_grad_(True)
     return lora
+
+
+def add_seeded_adapter(model: nn.Module, config: GradientConfig) -> None:
+    """A fresh LoRA adapter whose random init (peft draws A from the global RNG) is fixed by
+    ``config.seed``, so every chunk of a resumed run sees the same adapter; the caller's global RNG
+    state is restored afterwards."""
+    from peft import LoraConfig
+
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(derive_seed(config.seed, "lora-init"))
+        try:
+            model.add_adapter(LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=0.0,
+                                         target_modules=list(config.target_modules)))
+        except ValueError as err:
+            raise BadInputError(f"cannot put LoRA on the model's layers {list(config.target_modules)}: "
+                                f"{str(err).splitlines()[0]}") from err
 
 
 def check_lora_targets(model: str, targets: Sequence[str]) -> None:

@@ -14,14 +14,23 @@
 ``gradient_score`` (cosine to the mean gradient, no V: a baseline), ``response_tokens`` (mean
 rollout length) and, with ``with_ifd``, ``ifd``. ``select`` keeps the top N by a method:
 ``learnalign``, or the baselines ``random``, ``ifd``, ``length``, ``learnability``, ``gradient``.
-Samples with p in {0, 1} have V = 0 (score 0); ties are broken by a seeded random order.
+Samples with p in {0, 1} have V = 0 (score 0); ties are broken by a seeded random order. A pool
+with no learnable row (0 < p < 1) makes the V-based methods a seeded random pick: ``select`` logs a
+warning and ``report`` says so (``learnable_rows``, ``warning``).
+
+Seeds: rollout chunk c is sampled with a seed derived from (``seed``, c), the projection and a
+fresh LoRA adapter from ``gradients.seed``, ties from the ``select`` seed; every one is in the cache
+keys, so a killed and resumed run gives the scores of an uninterrupted one. Under ``accelerate
+launch`` rank r takes the global chunks r, r + world, ...: the same chunks and seeds as in one
+process, so sharded scores equal unsharded ones.
 """
 from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +40,15 @@ import numpy as np
 import torch
 
 from curate.grad_features import GradientConfig, RolloutGroup, batched_features, normalise
-from eval.cache import default_cache_dir, digest, model_fingerprint, run_chunked
+from eval.cache import default_cache_dir, derive_seed, digest, kill_point, model_fingerprint, run_chunked
 from eval.errors import BadInputError
 
+logger = logging.getLogger(__name__)
 METHODS = ("learnalign", "random", "ifd", "length", "learnability", "gradient")
 SCORE_COLUMNS = ("success_rate", "learnability", "score", "gradient_score", "response_tokens")
+NO_LEARNABLE_ROWS = ("no row is learnable (every success rate is 0 or 1): the LearnAlign score and the learnability "
+                     "are 0 everywhere, so selecting by them is a seeded random pick; warm up longer, use more "
+                     "rollouts or an easier pool")
 
 
 @dataclass
@@ -49,8 +62,8 @@ class LearnAlignConfig:
     generation_batch_size: int = 32
     chat: bool | None = None
     num_fewshot: int = 0
-    seed: int = 0  # rollouts, projection, tie-breaking
-    chunk_size: int = 64  # prompts between cache writes
+    seed: int = 0  # rollouts (a seed per chunk, derived from this one)
+    chunk_size: int = 64  # prompts between cache writes; the unit of sharding and of rollout seeds
     with_ifd: bool = False  # also score IFD (the ifd baseline)
     gradients: GradientConfig = field(default_factory=GradientConfig)
 
@@ -73,20 +86,23 @@ def learnability(success_rate: np.ndarray) -> np.ndarray:
     return p * (1 - p)
 
 
-def alignment_scores(features: torch.Tensor | np.ndarray, weights: np.ndarray, chunk: int = 16384) -> np.ndarray:
+def alignment_scores(features: torch.Tensor | np.ndarray, weights: np.ndarray, chunk: int = 16384,
+                     pool_sum: Callable[[np.ndarray, int], tuple[np.ndarray, int]] | None = None) -> np.ndarray:
     """Avg_i = V_i <ĝ_i, (1/n) Σ_j V_j ĝ_j> for unit-norm rows ĝ_i, in O(n k) and chunks of rows
-    (so a float16 memory map of 100,000 x 8192 features works)."""
+    (so a float16 memory map of 100,000 x 8192 features works). With ``pool_sum`` (sharded scoring)
+    these rows are one rank's share: it turns the local (Σ_j V_j ĝ_j, count) into the pool's."""
     weights = np.asarray(weights, dtype=np.float64)
-    n = len(weights)
-    mean = None
-    for s in range(0, n, chunk):
-        block = torch.from_numpy(np.array(features[s:s + chunk], dtype=np.float32))
-        part = (torch.as_tensor(weights[s:s + chunk], dtype=torch.float32)[:, None] * block).sum(0)
-        mean = part if mean is None else mean + part
-    mean = mean / n
-    dots = np.concatenate([(torch.from_numpy(np.array(features[s:s + chunk], dtype=np.float32)) @ mean).numpy()
-                           for s in range(0, n, chunk)])
-    return weights * dots
+    total = np.zeros(features.shape[1], dtype=np.float64)
+    for s in range(0, len(weights), chunk):
+        total += (torch.as_tensor(weights[s:s + chunk])[:, None] * _rows(features, s, chunk).double()).sum(0).numpy()
+    total, n = pool_sum(total, len(weights)) if pool_sum else (total, len(weights))
+    mean = torch.as_tensor(total / max(n, 1), dtype=torch.float32)
+    dots = [(_rows(features, s, chunk) @ mean).double().numpy() for s in range(0, len(weights), chunk)]
+    return weights * (np.concatenate(dots) if dots else np.zeros(0))
+
+
+def _rows(features: torch.Tensor | np.ndarray, start: int, chunk: int) -> torch.Tensor:
+    return torch.as_tensor(np.array(features[start:start + chunk], dtype=np.float32))
 
 
 def alignment_scores_naive(features: torch.Tensor | np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -136,16 +152,25 @@ def _gather(obj: Any, world: int) -> list[Any]:
     return gather_object([obj])
 
 
+def shard_rows(n: int, chunk_size: int, rank: int = 0, world: int = 1) -> list[int]:
+    """Rank ``rank``'s rows: global chunks rank, rank + world, ... of ``chunk_size`` rows, so every
+    chunk (its rows and its seeds) is the same whatever the number of processes."""
+    chunks = range(rank, -(-n // chunk_size), world)
+    return [i for c in chunks for i in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
+
+
 def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache: Path | None,
-             progress: bool = True, device: str = "auto", dtype: str = "auto"
+             progress: bool = True, device: str = "auto", dtype: str = "auto", shard: tuple[int, int] = (0, 1)
              ) -> tuple[list[str], list[list[Any]], list[list[float]], Any]:
     """Prompts, G completions each (cached per chunk), the verifier's 0/1 rewards, and the HF
-    generator's (model, tokenizer) for reuse (None after vLLM, whose engine is closed)."""
-    from eval.evaluate import generate_cached
-    from eval.generation import SamplingConfig, load_generator
+    generator's (model, tokenizer) for reuse (None after vLLM, whose engine is closed). ``rows`` are
+    rank ``shard[0]`` of ``shard[1]``'s (:func:`shard_rows`); local chunk c is global chunk
+    rank + c * world, sampled with a seed derived from (``config.seed``, global chunk)."""
+    from eval.generation import Completion, SamplingConfig, load_generator
     from eval.tasks import TaskOptions, get_task
     from eval.tasks.base import uses_chat
 
+    rank, world = shard
     task = get_task(config.task)
     options = TaskOptions(chat=config.chat, num_fewshot=config.num_fewshot)
     generator = load_generator(model, config.backend, dtype=dtype, device=device,
@@ -157,9 +182,18 @@ def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache
                                   stop=task.stop(options, uses_chat(generator.tokenizer, options)), seed=config.seed)
         if cache is not None:
             cache = cache.with_name(cache.name.replace("{key}", digest(
-                task.name, generator.name, model_fingerprint(model), json.dumps(asdict(sampling), sort_keys=True),
-                str(config.chunk_size), *prompts)))
-        completions = generate_cached(generator, prompts, sampling, cache, config.chunk_size, progress=progress)
+                "seed per global chunk", task.name, generator.name, model_fingerprint(model),
+                json.dumps(asdict(sampling), sort_keys=True), str(config.chunk_size), f"{rank}/{world}", *prompts)))
+
+        def compute(c: int, batch: Sequence[str]) -> list[list[Completion]]:
+            seed = derive_seed(config.seed, "rollouts", rank + c * world)
+            return generator.generate(batch, **{**asdict(sampling), "seed": seed})
+
+        completions = run_chunked(prompts, compute, cache, chunk_size=config.chunk_size,
+                                  encode=lambda group: [asdict(c) for c in group],
+                                  decode=lambda group: [Completion(**c) for c in group],
+                                  desc=f"rollouts ({generator.name})", unit="prompt", progress=progress,
+                                  stage="rollouts")
     finally:
         if hasattr(generator, "close"):
             generator.close()  # free the GPU (vLLM's engine) for the gradient pass
@@ -190,46 +224,29 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
         raise BadInputError("the dataset is empty")
     model = str(model)
     rank, world = _shard()
-    mine = list(range(rank, len(rows), world))
+    mine = shard_rows(len(rows), config.chunk_size, rank, world)
     folder = None if cache_dir is False else Path(cache_dir or default_cache_dir())
     rollout_cache = folder / f"rollouts-{{key}}-rank{rank}of{world}.jsonl" if folder else None
     prompts, completions, rewards, loaded = rollouts(rows.select(mine), model, config, rollout_cache, progress,
-                                                     device, dtype)
+                                                     device, dtype, shard=(rank, world))
     # The HF generator's model serves the gradient pass too (batches are built right-padded here).
     policy, tokenizer = loaded or load_model_and_tokenizer(model, device=device, dtype=dtype)
     groups = [RolloutGroup(tokenizer(p, add_special_tokens=False).input_ids,
                            [tokenizer(c.text, add_special_tokens=False).input_ids[: max(c.num_tokens, 1)]
                             for c in group], r)
               for p, group, r in zip(prompts, completions, rewards)]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    feature_cache = None
-    if folder is not None:
-        key = digest(model_fingerprint(model), json.dumps(asdict(config.gradients), sort_keys=True),
-                     str(config.chunk_size), json.dumps([[g.prompt_ids, g.completion_ids, g.rewards] for g in groups]))
-        feature_cache = folder / f"grad-features-{key}.jsonl"
-
-    def compute(_: int, chunk: Sequence[int]) -> list[np.ndarray]:
-        part = [groups[i] for i in chunk]
-        return list(batched_features(policy, part, config.gradients, pad, progress=False).cpu().numpy())
-
-    raw = run_chunked(list(range(len(groups))), compute, feature_cache, chunk_size=config.chunk_size,
-                      encode=_encode_vector, decode=_decode_vector, desc="GRPO gradients", unit="prompt",
-                      progress=progress)
+    raw = _gradients(groups, policy, tokenizer, model, config, folder, (rank, world), progress)
     features = normalise(torch.as_tensor(np.stack(raw))) if raw else torch.zeros(0, config.gradients.projection_dim)
     success = np.array([np.mean(r) for r in rewards], dtype=np.float64)
     weights = learnability(success)
-    # The alignment needs the pool's means: each rank contributes its sums.
-    sums = _gather(((torch.as_tensor(weights, dtype=torch.float32)[:, None] * features).sum(0).numpy(),
-                    features.sum(0).numpy(), len(mine)), world)
-    n = sum(s[2] for s in sums)
-    weighted_mean = torch.as_tensor(sum(s[0] for s in sums) / n)
-    plain_mean = torch.as_tensor(sum(s[1] for s in sums) / n)
+    # The alignment needs the pool's mean: under accelerate launch each rank contributes its sum.
+    pool_sum = None if world == 1 else lambda total, count: _sum_over_ranks(total, count, world)
     local = {
         "index": mine,
         "success_rate": success.tolist(),
         "learnability": weights.tolist(),
-        "score": (weights * (features @ weighted_mean).double().numpy()).tolist(),
-        "gradient_score": (features @ plain_mean).double().numpy().tolist(),
+        "score": alignment_scores(features, weights, pool_sum=pool_sum).tolist(),
+        "gradient_score": alignment_scores(features, np.ones(len(mine)), pool_sum=pool_sum).tolist(),
         "response_tokens": [float(np.mean([c.num_tokens for c in group])) for group in completions],
     }
     merged: dict[str, list[Any]] = {k: [None] * len(rows) for k in SCORE_COLUMNS}
@@ -243,7 +260,34 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
         out = out.add_column(k, merged[k])
     if config.with_ifd:
         out = _with_ifd(out, rows, policy, tokenizer, progress)
+    kill_point("scoring", 1)
     return out
+
+
+def _gradients(groups: list[RolloutGroup], policy: Any, tokenizer: Any, model: str, config: LearnAlignConfig,
+               folder: Path | None, shard: tuple[int, int], progress: bool) -> list[np.ndarray]:
+    """Projected, not yet normalised, GRPO gradients of the groups, cached per chunk under ``folder``
+    and keyed by the model, the gradient settings (seed: projection and adapter init) and the rollouts."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    cache = None
+    if folder is not None:
+        settings = json.dumps(asdict(config.gradients), sort_keys=True)  # its seed: projection, adapter init
+        key = digest("seeded adapter init", model_fingerprint(model), settings, str(config.chunk_size),
+                     "{}/{}".format(*shard), json.dumps([[g.prompt_ids, g.completion_ids, g.rewards] for g in groups]))
+        cache = folder / f"grad-features-{key}.jsonl"
+
+    def compute(_: int, chunk: Sequence[int]) -> list[np.ndarray]:
+        part = [groups[i] for i in chunk]
+        return list(batched_features(policy, part, config.gradients, pad, progress=False).cpu().numpy())
+
+    return run_chunked(list(range(len(groups))), compute, cache, chunk_size=config.chunk_size,
+                       encode=_encode_vector, decode=_decode_vector, desc="GRPO gradients", unit="prompt",
+                       progress=progress, stage="gradients")
+
+
+def _sum_over_ranks(total: np.ndarray, count: int, world: int) -> tuple[np.ndarray, int]:
+    parts = _gather((total, count), world)
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 def _with_ifd(out: datasets.Dataset, rows: datasets.Dataset, policy: Any, tokenizer: Any,
@@ -285,6 +329,8 @@ def select(ds: datasets.Dataset, n: int, method: str = "learnalign", seed: int =
     if column is not None and column not in ds.column_names:
         hint = " (score with with_ifd=True / --with-ifd)" if column == "ifd" else ": run curate.learnalign.score first"
         raise BadInputError(f"dataset has no '{column}' column{hint}")
+    if method in ("learnalign", "learnability") and "success_rate" in ds.column_names and not _learnable(ds).any():
+        logger.warning("curatekit: warning: %s", NO_LEARNABLE_ROWS)
     if column is None:
         order = np.random.default_rng(seed).permutation(len(ds))
     else:
@@ -295,6 +341,11 @@ def select(ds: datasets.Dataset, n: int, method: str = "learnalign", seed: int =
     return ds.select(order[:n])
 
 
+def _learnable(ds: datasets.Dataset) -> np.ndarray:
+    p = np.asarray(ds["success_rate"], dtype=np.float64)
+    return (p > 0) & (p < 1)
+
+
 def report(scored: datasets.Dataset, selected: datasets.Dataset, method: str) -> dict[str, Any]:
     """Counts, success-rate distribution, and the length bias of the scores (Spearman correlation)."""
     from scipy.stats import spearmanr
@@ -302,11 +353,14 @@ def report(scored: datasets.Dataset, selected: datasets.Dataset, method: str) ->
     p = np.asarray(scored["success_rate"], dtype=np.float64)
     score_values = np.asarray(scored["score"], dtype=np.float64)
     lengths = np.asarray(scored["response_tokens"], dtype=np.float64)
-    learnable = (p > 0) & (p < 1)
-    rho = spearmanr(score_values[learnable], lengths[learnable]).statistic if learnable.sum() > 2 else None
+    learnable = _learnable(scored)
+    varied = learnable.sum() > 2 and np.ptp(score_values[learnable]) > 0 and np.ptp(lengths[learnable]) > 0
+    rho = spearmanr(score_values[learnable], lengths[learnable]).statistic if varied else None  # else undefined
     histogram, edges = np.histogram(p, bins=10, range=(0, 1))
+    warning = {} if learnable.any() else {"warning": NO_LEARNABLE_ROWS}
     return {
-        "method": method, "rows": len(scored), "selected": len(selected),
+        "method": method, "rows": len(scored), "selected": len(selected), "learnable_rows": int(learnable.sum()),
+        **warning,
         "success_rate": {"mean": float(p.mean()), "p_equals_0": int((p == 0).sum()),
                          "p_equals_1": int((p == 1).sum()), "learnable": int(learnable.sum()),
                          "histogram": {"edges": edges.round(2).tolist(), "counts": histogram.tolist()}},

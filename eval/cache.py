@@ -1,10 +1,17 @@
 """Resumable chunked work: results are appended to a JSONL cache one chunk at a time, keyed by
-everything that decides them, so an interrupted job resumes at its first unfinished chunk."""
+everything that decides them (seeds included), so an interrupted job resumes at its first
+unfinished chunk. Random draws inside a chunk are seeded from (config seed, chunk index) with
+:func:`derive_seed`, so a chunk computed after a restart is the one an uninterrupted run computes.
+
+Test hook: ``CURATEKIT_KILL_AFTER=<stage>:<n>`` makes :func:`kill_point` SIGKILL the process once
+stage ``<stage>`` reaches ``<n>`` (for :func:`run_chunked`: after its n-th chunk written in this
+process), so tests interrupt a run for real at a deterministic point. Unset, it does nothing."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import signal
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,6 +32,23 @@ def digest(*parts: str, length: int = 16) -> str:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:length]
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 31-bit seed fixed by ``seed`` and ``parts`` (e.g. a stage name and a chunk index): distinct
+    streams for distinct parts, the same on every run and in every process."""
+    return int(digest(str(seed), *map(str, parts), length=8), 16) & 0x7FFFFFFF
+
+
+KILL_ENV = "CURATEKIT_KILL_AFTER"
+
+
+def kill_point(stage: str, count: int) -> None:
+    """The test hook (see the module docstring): SIGKILL this process when ``$CURATEKIT_KILL_AFTER``
+    is ``<stage>:<count>``."""
+    spec = os.environ.get(KILL_ENV)
+    if spec and spec.rpartition(":")[::2] == (stage, str(count)):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def model_fingerprint(model: str | os.PathLike | None) -> str:
@@ -62,15 +86,18 @@ def run_chunked(
     desc: str = "chunks",
     unit: str = "item",
     progress: bool = True,
+    stage: str | None = None,
 ) -> list[R]:
     """``compute(chunk_index, chunk_items)`` for every chunk of ``items``, in order, each finished
-    chunk appended to ``cache`` (``None``: no cache) and read back instead of recomputed later."""
+    chunk appended to ``cache`` (``None``: no cache) and read back instead of recomputed later.
+    ``stage`` (default ``desc``) names the work for :func:`kill_point`."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     done = _read(cache) if cache is not None and resume else {}
     if cache is not None:  # rewrite the valid part; a half-written last line is dropped
         atomic_write_text(cache, "".join(json.dumps({"chunk": c, "results": v}) + "\n" for c, v in sorted(done.items())))
     results: list[R] = []
+    written = 0
     with ExitStack() as stack:
         f = stack.enter_context(open(cache, "a", encoding="utf-8")) if cache is not None else None
         bar = stack.enter_context(tqdm(total=len(items), desc=desc, unit=unit, disable=not progress))
@@ -86,6 +113,8 @@ def run_chunked(
                     f.write(json.dumps({"chunk": c, "results": [encode(r) for r in out]}) + "\n")
                     f.flush()
                     os.fsync(f.fileno())
+                written += 1
+                kill_point(stage or desc, written)
             results.extend(out)
             bar.update(len(chunk))
     return results

@@ -7,7 +7,8 @@ Backends:
 
 - ``hf``: batched ``transformers`` generation: left padding, KV cache, length-sorted batches,
   ``num_return_sequences=n``; on CUDA out-of-memory the batch size halves and the batch is retried.
-- ``vllm``: ``vllm.LLM`` with ``SamplingParams(n, seed, stop, ...)`` (CPU and CUDA builds alike).
+- ``vllm``: ``vllm.LLM`` with ``SamplingParams(n, seed, stop, ...)`` (CPU and CUDA builds alike), a
+  seed per prompt derived from the call's ``seed``.
 - ``auto``: vLLM when it is importable and a GPU is present, else ``hf``.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from eval.cache import derive_seed
 from eval.errors import BadInputError
 
 BACKENDS = ("auto", "hf", "vllm")
@@ -101,9 +103,17 @@ class HFGenerator:
         encoded = [self.tokenizer(p, add_special_tokens=False).input_ids for p in prompts]
         # Longest first: similar lengths share a batch (little padding), and an OOM shows up early.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        results: list[list[Completion] | None] = [None] * len(prompts)
-        torch.manual_seed(config.seed)
-        bar = tqdm(total=len(prompts), desc="generate (hf)", unit="prompt", disable=not self.progress)
+        # transformers samples from the global RNG: seed it for this call only (the caller's state
+        # comes back afterwards), so a call's samples depend on its seed and prompts alone.
+        devices = [self.model.device] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(config.seed)
+            return self._generate_sorted(encoded, order, config)
+
+    def _generate_sorted(self, encoded: list[list[int]], order: list[int], config: SamplingConfig
+                         ) -> list[list[Completion]]:
+        results: list[list[Completion] | None] = [None] * len(encoded)
+        bar = tqdm(total=len(encoded), desc="generate (hf)", unit="prompt", disable=not self.progress)
         start = 0
         while start < len(order):
             batch = order[start:start + self.batch_size]
@@ -190,11 +200,12 @@ class VLLMGenerator:
         from vllm import SamplingParams
 
         config = SamplingConfig(**sampling)
-        params = SamplingParams(
+        # One seed per prompt (derived from the call's seed): prompts never share a random stream.
+        params = [SamplingParams(
             n=config.n, temperature=config.temperature, top_p=config.top_p,
-            max_tokens=config.max_new_tokens, stop=list(config.stop) or None, seed=config.seed,
+            max_tokens=config.max_new_tokens, stop=list(config.stop) or None, seed=derive_seed(config.seed, i),
             ignore_eos=config.ignore_eos,
-        )
+        ) for i in range(len(prompts))]
         outputs = self.llm.generate(list(prompts), params, use_tqdm=self.progress)
         return [[Completion(c.text, len(c.token_ids), "stop" if c.finish_reason == "stop" else "length")
                  for c in out.outputs] for out in outputs]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,17 +47,37 @@ def warmup(model: str, pool: datasets.Dataset, out_dir: str | os.PathLike, *, ta
            max_completion_length: int = 256, seed: int = 0, recipe: str | os.PathLike | None = None,
            use_cpu: bool | None = None) -> Path:
     """A short GRPO run with LoRA on ``samples`` random rows of ``pool`` (paper: 300 for GSM8K);
-    returns the adapter folder (θ_s; its base model is π_ref when scoring)."""
+    returns the adapter folder (θ_s; its base model is π_ref when scoring). TRL seeds the adapter
+    init, the subset and the sampling from ``seed``. The folder appears whole (written beside it by
+    the first rank, then renamed) with a ``warmup.json`` naming its inputs; a rerun with the same
+    inputs reuses it, so an interrupted ``curate select learnalign`` resumes with the same θ_s and
+    its caches (a retrained θ_s has new file times, which key the caches)."""
+    from eval.cache import digest, kill_point, model_fingerprint
+    from eval.io import atomic_dir, atomic_write_json
+
     if samples < 1 or samples > len(pool):
         raise BadInputError(f"warmup samples must be in [1, {len(pool)}] (the pool size), got {samples}")
-    argv = grpo_argv(recipe, model_name_or_path=model, task=task, subset=samples, subset_seed=seed,
-                     output_dir=out_dir, max_steps=steps, seed=seed, use_peft="true",
-                     num_generations=None if recipe else num_generations,
-                     per_device_train_batch_size=None if recipe else 2 * num_generations,
-                     max_completion_length=None if recipe else max_completion_length,
-                     use_cpu=use_cpu)
-    run_grpo(argv, pool)
-    return Path(out_dir)
+    out_dir = Path(out_dir)
+    fields = dict(model_name_or_path=model, task=task, subset=samples, subset_seed=seed, max_steps=steps, seed=seed,
+                  use_peft="true", num_generations=None if recipe else num_generations,
+                  per_device_train_batch_size=None if recipe else 2 * num_generations,
+                  max_completion_length=None if recipe else max_completion_length, use_cpu=use_cpu)
+    key = digest(model_fingerprint(model), json.dumps(grpo_argv(recipe, **fields)),
+                 Path(recipe).read_text() if recipe else "", *(json.dumps(row, default=str) for row in pool))
+    marker = out_dir / "warmup.json"
+    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
+        return out_dir
+    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch, the first rank saves
+    with atomic_dir(out_dir) if main else tempfile.TemporaryDirectory() as tmp:
+        run_grpo(grpo_argv(recipe, output_dir=tmp, **fields), pool)
+        kill_point("warmup", 1)  # test hook: trained, not yet in place
+        if main:
+            atomic_write_json(Path(tmp) / "warmup.json", {"key": key})
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()  # no rank reads θ_s before it is in place
+    return out_dir
 
 
 def staged(model: str, pool: datasets.Dataset, stages: Sequence[int], out_dir: str | os.PathLike, *,

@@ -1,11 +1,20 @@
-"""LearnAlign: the O(n k) score equals the n x n definition (Eq. 6-7), V = p(1 - p), the batched
-per-sample GRPO gradients equal one-backward-per-sample ones and the GRPO loss written out by hand,
-the projection preserves inner products, and the whole pipeline (warmup, rollouts, gradients,
-scores, selection, GRPO on the selection; a two-stage run) works offline."""
+"""LearnAlign: the O(n k) score equals the n x n definition (Eq. 6-7), also inside score() on real
+gradients with mixed rewards and across two processes; V = p(1 - p), the batched per-sample GRPO
+gradients equal one-backward-per-sample ones and the GRPO loss written out by hand, the projection
+preserves inner products (also of non-zero-mean inputs), a pool with no learnable row is reported,
+and the whole pipeline (warmup, rollouts, gradients, scores, selection, GRPO on the selection; a
+two-stage run) works offline.
+
+The random tiny model solves no GSM8K problem (p = 0 everywhere, so every score is 0): tests that
+need learnable rows use the ``gsm8k-coin`` task, GSM8K's prompts with a verifier that accepts a
+completion when its CRC32 is even, so real rollouts get mixed rewards."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +25,59 @@ from curate import learnalign
 from curate.cli import main as curate_main
 from curate.grad_features import (CountSketch, GradientConfig, RolloutGroup, batched_features, group_advantages,
                                   normalise, prepare_lora, reference_features)
+
+COIN = "gsm8k-coin"
+
+
+def coin_verify(rows, completions, options) -> list:
+    """Accept a completion when the CRC32 of its text is even: a fair coin fixed by the text."""
+    from eval.tasks import Verdict
+
+    return [[Verdict(zlib.crc32(text.encode()) % 2 == 0) for text in group] for group in completions]
+
+
+def register_coin_task(monkeypatch=None) -> str:
+    """Register ``gsm8k-coin`` (GSM8K's data and prompts, :func:`coin_verify`), with ``monkeypatch``
+    for the current test only; returns its name."""
+    from eval.tasks import TASKS, get_task, register_task
+
+    task = dataclasses.replace(get_task("gsm8k"), name=COIN, verify=coin_verify)
+    if monkeypatch is not None:
+        monkeypatch.setitem(TASKS, COIN, task)
+    elif COIN not in TASKS:
+        register_task(task)
+    return COIN
+
+
+def curate_small_chunks(chunk_size: int, argv: list[str]) -> int:
+    """``curate ARGV`` with ``gsm8k-coin`` registered and the selection configs scoring chunks of
+    ``chunk_size`` rows (the CLI has no chunk-size option): several chunks in a tiny run."""
+    from curate import cdas
+
+    register_coin_task()
+    learnalign.LearnAlignConfig = functools.partial(learnalign.LearnAlignConfig, chunk_size=chunk_size)
+    cdas.CDASConfig = functools.partial(cdas.CDASConfig, chunk_size=chunk_size)
+    return curate_main(argv)
+
+
+def curate_in_process(monkeypatch, chunk_size: int, argv: list[str]) -> int:
+    """:func:`curate_small_chunks` in the test's process; the configs and tasks are restored afterwards."""
+    from curate import cdas
+
+    register_coin_task(monkeypatch)
+    monkeypatch.setattr(learnalign, "LearnAlignConfig", learnalign.LearnAlignConfig)
+    monkeypatch.setattr(cdas, "CDASConfig", cdas.CDASConfig)
+    return curate_small_chunks(chunk_size, argv)
+
+
+def runner_source(chunk_size: int) -> str:
+    """A script running :func:`curate_small_chunks` on its arguments (for ``accelerate launch``)."""
+    return f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_learnalign import curate_small_chunks
+sys.exit(curate_small_chunks({chunk_size}, sys.argv[1:]))
+"""
 
 
 def test_fast_score_equals_the_n_by_n_definition():
@@ -60,6 +122,44 @@ def test_count_sketch_preserves_inner_products():
     projected = torch.nn.functional.cosine_similarity(px, py).item()
     assert abs(projected - exact) < 0.03
     assert sum(b.numel() for b in sketch.buckets) == 50_000  # O(d) state, no d x k matrix
+
+
+# Kills a CountSketch without its random signs (each bucket the plain sum of its coordinates): with
+# a non-zero mean every bucket sum carries a shared term, so projected cosines drift towards 1
+# (about 0.86 here against an exact 0.5). The zero-mean test above cannot tell.
+def test_count_sketch_preserves_inner_products_of_non_zero_mean_inputs():
+    generator = torch.Generator().manual_seed(1)
+    x, y = (1 + torch.randn(1, 50_000, generator=generator) for _ in range(2))
+    sketch = CountSketch([20_000, 30_000], 8192, seed=3)
+    px, py = (sketch.project([t[:, :20_000], t[:, 20_000:]]) for t in (x, y))
+    exact = torch.nn.functional.cosine_similarity(x, y).item()
+    assert abs(exact - 0.5) < 0.01
+    assert abs(torch.nn.functional.cosine_similarity(px, py).item() - exact) < 0.03
+    assert abs((px * py).sum().item() / (x * y).sum().item() - 1) < 0.05  # <Px, Py> estimates <x, y>
+
+
+# Kills a fresh adapter drawn from the global RNG (whatever state earlier work left it in): a
+# resumed run's gradient chunks would come from another adapter than the first run's.
+def test_fresh_adapter_init_is_fixed_by_the_seed(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    def lora_weights(seed: int, global_seed: int) -> list[torch.Tensor]:
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+        torch.manual_seed(global_seed)
+        layers = prepare_lora(model, GradientConfig(seed=seed))
+        return [m.weight.detach().clone() for _, m in layers]
+
+    state = torch.get_rng_state()
+    first, again, other = lora_weights(0, 1), lora_weights(0, 2), lora_weights(1, 1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
+    torch.manual_seed(7)
+    before = torch.rand(1)
+    torch.manual_seed(7)
+    lora_weights(0, 7)
+    torch.manual_seed(7)
+    assert torch.equal(torch.rand(1), before)  # the caller's global RNG is left alone
+    torch.set_rng_state(state)
 
 
 def _groups(seed: int = 0, n: int = 12, g: int = 4) -> list[RolloutGroup]:
@@ -124,6 +224,39 @@ def test_features_are_the_projected_gradient_of_the_grpo_loss(lora_model):
     torch.testing.assert_close(ours, by_hand, rtol=1e-3, atol=1e-6)
 
 
+# Kills a score() that drops the normalisation of the projected gradients (scores would scale with
+# gradient norms, which vary here), leaves V out of the pool mean or of the row factor, averages over
+# the learnable rows only instead of all n, or computes its own formula that drifts from
+# alignment_scores. Rollouts and gradients are real (tiny model, fresh LoRA); only the verifier is
+# a stand-in, so p spreads over (0, 1).
+def test_score_on_mixed_rewards_equals_the_n_by_n_definition(tiny_model_dir, gsm8k_dir, monkeypatch):
+    from eval.data import load_data
+
+    raw: list[torch.Tensor] = []
+
+    def recording(*args, **kwargs):
+        raw.append(batched_features(*args, **kwargs))
+        return raw[-1]
+
+    monkeypatch.setattr(learnalign, "batched_features", recording)
+    config = learnalign.LearnAlignConfig(task=register_coin_task(monkeypatch), num_rollouts=4, max_new_tokens=8,
+                                         backend="hf", chunk_size=5, gradients=GradientConfig(projection_dim=512))
+    ds = load_data(str(gsm8k_dir / "train.jsonl"), limit=12)
+    scored = learnalign.score(ds, tiny_model_dir, config, cache_dir=False, device="cpu", progress=False)
+    p = np.asarray(scored["success_rate"])
+    assert ((p > 0) & (p < 1)).sum() >= 6 and len(set(p)) >= 3  # mixed rewards, not a degenerate pool
+    g = torch.cat(raw).double()  # the projected gradients, before score() normalises them
+    norms = g.norm(dim=1)
+    assert len(g) == 12 and norms.max() > 1.5 * norms[norms > 0].min()
+    unit = torch.where(norms[:, None] > 0, g / norms.clamp_min(1e-30)[:, None], g)
+    cos = unit @ unit.T
+    v = torch.as_tensor(p * (1 - p))
+    by_definition = (v[:, None] * v[None, :] * cos).mean(1)  # S_ij = V_i V_j cos(g_i, g_j), Avg_i = mean_j
+    np.testing.assert_allclose(scored["score"], by_definition.numpy(), rtol=1e-4, atol=1e-8)
+    np.testing.assert_allclose(scored["gradient_score"], cos.mean(1).numpy(), rtol=1e-4, atol=1e-7)
+    assert np.ptp(scored["score"]) > 0
+
+
 def test_model_without_lora_able_layers_is_refused(tiny_model_dir):
     from curate.grad_features import check_lora_targets
     from eval.errors import BadInputError
@@ -157,6 +290,8 @@ def test_pipeline_writes_scores_selection_and_report(pipeline):
     np.testing.assert_allclose(sorted((r["score"] for r in selected), reverse=True), top)
     report = json.loads((out / "report.json").read_text())
     assert report["rows"] == 24 and report["selected"] == 6 and sum(report["success_rate"]["histogram"]["counts"]) == 24
+    # The random tiny model solves nothing: the report says the selection is a seeded random pick.
+    assert report["learnable_rows"] == 0 and "no row is learnable" in report["warning"]
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -226,26 +361,67 @@ def test_dataset_without_the_task_columns_is_refused(tiny_model_dir, tmp_path, c
     assert "column" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
-def test_scoring_splits_across_processes_under_accelerate_launch(tiny_model_dir, gsm8k_dir, tmp_path):
-    """Two gloo ranks on the CPU: each rolls out and scores its own shard (its own cache file), the
-    pool's mean gradient is summed across ranks, and the first rank writes every row's scores."""
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_same_selection(out: Path, expected: Path) -> None:
+    """Two ``curate select learnalign`` outputs agree: equal success rates, scores within 1e-6, the
+    same selected rows in the same order; and the scores are not degenerate (not all equal)."""
+    got, want = read_jsonl(out / "scored.jsonl"), read_jsonl(expected / "scored.jsonl")
+    assert [r["success_rate"] for r in got] == [r["success_rate"] for r in want]
+    for column in ("learnability", "score", "gradient_score"):
+        np.testing.assert_allclose([r[column] for r in got], [r[column] for r in want], rtol=0, atol=1e-6)
+    assert np.ptp([r["score"] for r in want]) > 0
+    assert [r["question"] for r in read_jsonl(out / "selected.jsonl")] == \
+        [r["question"] for r in read_jsonl(expected / "selected.jsonl")]
+
+
+# Kills sharding that changes the result: ranks taking rows r, r + world, ... (their chunks, and the
+# seeds of their rollouts, then differ from one process's), a per-rank rollout seed, or a rank that
+# aligns to the mean of its own rows. Two gloo ranks on the CPU, mixed rewards (gsm8k-coin), chunks
+# of three rows: rank 0 holds rows 0-2 and 6-8, rank 1 rows 3-5 and 9; one rank writes.
+@pytest.mark.slow
+def test_two_process_scores_equal_one_process_scores(tiny_model_dir, gsm8k_dir, tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    out = tmp_path / "out"
+    args = ["select", "learnalign", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "10",
+            "--model", str(tiny_model_dir), "--n", "3", "--num-rollouts", "4", "--max-new-tokens", "8",
+            "--no-warmup", "--projection-dim", "256", "--device", "cpu", "--backend", "hf",
+            "--task", COIN]
+    script = tmp_path / "curate_coin.py"
+    script.write_text(runner_source(chunk_size=3))
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-              "-m", "curate.cli", "select", "learnalign", "--dataset", str(gsm8k_dir / "train.jsonl"),
-              "--limit", "10", "--model", str(tiny_model_dir), "--n", "3", "--out", str(out), "--num-rollouts", "4",
-              "--max-new-tokens", "8", "--no-warmup", "--projection-dim", "256", "--device", "cpu",
-              "--backend", "hf", "--cache-dir", str(tmp_path / "cache")]
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *args,
+              "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache-two")]
     run = subprocess.run(launch, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1],
                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert run.returncode == 0, run.stderr[-3000:]
-    assert {p.name.split("-")[-1] for p in (tmp_path / "cache").glob("rollouts-*")} == {"rank0of2.jsonl", "rank1of2.jsonl"}
-    scored = [json.loads(line) for line in (out / "scored.jsonl").read_text().splitlines()]
-    assert len(scored) == 10 and all(r["success_rate"] is not None and r["score"] is not None for r in scored)
+    assert {p.name.split("-")[-1] for p in (tmp_path / "cache-two").glob("rollouts-*")} == {"rank0of2.jsonl",
+                                                                                           "rank1of2.jsonl"}
     assert run.stdout.count("selected:") == 1  # one writer
+    assert curate_in_process(monkeypatch, 3, [*args, "--out", str(tmp_path / "one"),
+                                              "--cache-dir", str(tmp_path / "cache-one")]) == 0
+    assert_same_selection(tmp_path / "two", tmp_path / "one")
+
+
+# Kills the silent fallback: a pool with no 0 < p < 1 ranks only by the seeded tie-break, which
+# must be said on stderr (a logged warning) and in report.json, and not when one row is learnable.
+def test_pool_without_learnable_rows_warns_and_reports(caplog):
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"score": [0.0] * 4, "learnability": [0.0] * 4, "gradient_score": [0.1] * 4,
+                                     "response_tokens": [3.0, 4.0, 5.0, 6.0], "success_rate": [0.0, 1.0, 0.0, 0.0]})
+    with caplog.at_level("WARNING", logger="curate.learnalign"):
+        chosen = learnalign.select(ds, 2, "learnalign")
+    assert [r.getMessage() for r in caplog.records] == [f"curatekit: warning: {learnalign.NO_LEARNABLE_ROWS}"]
+    report = learnalign.report(ds, chosen, "learnalign")
+    assert report["learnable_rows"] == 0 and report["warning"] == learnalign.NO_LEARNABLE_ROWS
+    caplog.clear()
+    learnable = ds.remove_columns("success_rate").add_column("success_rate", [0.0, 0.5, 0.0, 1.0])
+    report = learnalign.report(learnable, learnalign.select(learnable, 2, "learnalign"), "learnalign")
+    assert report["learnable_rows"] == 1 and "warning" not in report and not caplog.records
 
 
 def test_baselines_rank_by_their_own_column():
@@ -268,3 +444,31 @@ def test_baselines_rank_by_their_own_column():
         learnalign.select(ds, 5)
     with pytest.raises(BadInputError, match="no 'ifd' column"):
         learnalign.select(ds.remove_columns("ifd"), 2, "ifd")
+
+
+# Kills vLLM rollouts that give every prompt of a chunk the same seed (two copies of a prompt would
+# then get the same G completions, and all prompts share one random stream), and vLLM rollout
+# chunks whose seed depends on where a run restarted. One engine serves both runs (startup is slow).
+@pytest.mark.vllm
+def test_vllm_rollouts_seed_every_prompt_and_resume_to_the_same_completions(tiny_model_dir, gsm8k_dir, tmp_path,
+                                                                           monkeypatch):
+    pytest.importorskip("vllm", reason="vLLM is installed in .venv-vllm only (bash .ci/setup --vllm)")
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "fork")  # pytest has no __main__ guard
+    from eval import generation
+    from eval.data import load_data
+    from eval.tasks import get_task
+
+    engine = generation.load_generator(tiny_model_dir, "vllm", max_model_len=1024, progress=False)
+    monkeypatch.setattr(generation, "load_generator", lambda *args, **kwargs: engine)
+    monkeypatch.setattr(engine, "close", lambda: None)
+    rows = get_task("gsm8k").rows_from(load_data(str(gsm8k_dir / "train.jsonl"), limit=3)).select([0, 0, 1, 2])
+    config = learnalign.LearnAlignConfig(num_rollouts=4, max_new_tokens=8, backend="vllm", chunk_size=2)
+    try:
+        first = learnalign.rollouts(rows, str(tiny_model_dir), config, tmp_path / "rollouts-{key}.jsonl", False)[1]
+        assert first[0] != first[1] and len({c.text for c in first[0]}) > 1  # the same prompt twice, two streams
+        cache = next(tmp_path.glob("rollouts-*.jsonl"))
+        cache.write_text(cache.read_text().splitlines()[0] + "\n")  # as if killed after the first chunk
+        again = learnalign.rollouts(rows, str(tiny_model_dir), config, tmp_path / "rollouts-{key}.jsonl", False)[1]
+        assert again == first
+    finally:
+        generation.VLLMGenerator.close(engine)
