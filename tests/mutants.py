@@ -39,6 +39,29 @@ class Mutant:
 
 
 MUTANTS: list[Mutant] = [
+    # -- LearnAlign ------------------------------------------------------------------------------
+    Mutant("learnalign-score-without-normalisation", "curate/learnalign.py",
+           "features = normalise(torch.as_tensor(np.stack(raw))) if raw else",
+           "features = torch.as_tensor(np.stack(raw)) if raw else",
+           ("tests/test_learnalign.py::test_score_on_mixed_rewards_equals_the_n_by_n_definition",)),
+    Mutant("learnalign-projection-without-signs", "curate/grad_features.py",
+           "torch.randint(0, 2, (n,), generator=generator) * 2 - 1",
+           "torch.randint(0, 2, (n,), generator=generator) * 0 + 1",
+           ("tests/test_learnalign.py::test_count_sketch_preserves_inner_products_of_non_zero_mean_inputs",)),
+    Mutant("learnalign-learnability-is-p", "curate/learnalign.py",
+           "    return p * (1 - p)\n", "    return p\n",
+           ("tests/test_learnalign.py::test_learnability_is_p_times_one_minus_p",
+            "tests/test_learnalign.py::test_score_on_mixed_rewards_equals_the_n_by_n_definition")),
+    Mutant("learnalign-alignment-without-own-weight", "curate/learnalign.py",
+           "return weights * (np.concatenate(dots) if dots else np.zeros(0))",
+           "return np.concatenate(dots) if dots else np.zeros(0)",
+           ("tests/test_learnalign.py::test_fast_score_equals_the_n_by_n_definition",)),
+    Mutant("learnalign-unseeded-adapter", "curate/grad_features.py",
+           'torch.manual_seed(derive_seed(config.seed, "lora-init"))', "pass",
+           ("tests/test_learnalign.py::test_fresh_adapter_init_is_fixed_by_the_seed",)),
+    Mutant("grpo-advantages-not-normalised", "curate/grad_features.py",
+           "return (r - r.mean()) / (r.std(ddof=1) + eps)", "return r - r.mean()",
+           ("tests/test_learnalign.py::test_group_advantages_are_group_normalised",)),
     # -- sandbox: the verdict --------------------------------------------------------------------
     Mutant("sandbox-verdict-without-token", "eval/sandbox.py",
            'note.get("token") == trusted["token"] and note.get("passed") is True',
