@@ -56,13 +56,20 @@ class DemoPreset:
     grpo_prompts_per_step: int = 4
     grpo_learning_rate: float = 5e-5
     device: str = "cpu"
+    # The learnability gate (before any RL): shares of the pool at p = 0, at p = 1, and in between
+    # under the scoring policy. A pool outside these bounds cannot show what selection does.
+    gate_max_p0: float = 0.30
+    gate_max_p1: float = 0.20
+    gate_min_learnable: float = 0.50
 
 
 PRESETS: dict[str, DemoPreset] = {
     "default": DemoPreset("default"),
     "smoke": DemoPreset("smoke", sft_problems=600, sft_steps=30, pool_size=24, test_size=24, num_rollouts=4,
                         max_new_tokens=24, projection_dim=256, ns=(6,), seeds=(0,), grpo_steps=2,
-                        grpo_prompts_per_step=2),
+                        grpo_prompts_per_step=2,
+                        # The smoke run checks the plumbing in seconds; its 30 SFT steps learn nothing.
+                        gate_max_p0=1.0, gate_max_p1=1.0, gate_min_learnable=0.0),
     "gpu": DemoPreset("gpu", model=TinyModelConfig(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=2,
                                                    intermediate_size=1536, vocab_size=300),
                       problems=ArithConfig(max_steps=4, max_digits=3), sft_problems=50000, sft_steps=3000,
@@ -184,6 +191,37 @@ def accuracy(preset: DemoPreset, model_dir: Path, test: Path) -> float:
     return summary["accuracy"]
 
 
+class UnlearnablePool(BadInputError):
+    """The pool failed the learnability gate: the preset (task, SFT budget) needs calibrating."""
+
+
+def pool_spread(success_rates: list[float]) -> dict[str, Any]:
+    """The pool's success-rate summary: mean, counts at p = 0, p = 1 and in between, a histogram."""
+    p = [float(x) for x in success_rates]
+    edges = [i / 10 for i in range(11)]
+    histogram = [sum(lo <= x < hi or (hi == 1.0 and x == 1.0) for x in p) for lo, hi in zip(edges, edges[1:])]
+    return {"mean": statistics.fmean(p) if p else 0.0, "p_equals_0": sum(x == 0 for x in p),
+            "p_equals_1": sum(x == 1 for x in p), "learnable": sum(0 < x < 1 for x in p), "size": len(p),
+            "histogram": {"edges": edges, "counts": histogram}}
+
+
+def learnability_gate(spread: dict[str, Any], preset: DemoPreset) -> None:
+    """Stop before RL when the pool cannot show an effect (too many prompts at p = 0 or 1)."""
+    size = max(spread["size"], 1)
+    shares = {"p=0": spread["p_equals_0"] / size, "p=1": spread["p_equals_1"] / size,
+              "0<p<1": spread["learnable"] / size}
+    failed = [f"{name} {share:.0%} (limit {limit})" for name, share, limit, bad in (
+        ("p=0", shares["p=0"], f"<= {preset.gate_max_p0:.0%}", shares["p=0"] > preset.gate_max_p0),
+        ("p=1", shares["p=1"], f"<= {preset.gate_max_p1:.0%}", shares["p=1"] > preset.gate_max_p1),
+        ("0<p<1", shares["0<p<1"], f">= {preset.gate_min_learnable:.0%}", shares["0<p<1"] < preset.gate_min_learnable),
+    ) if bad]
+    if failed:
+        counts = " ".join(f"[{lo:.1f},{hi:.1f}{']' if hi == 1.0 else ')'}:{c}" for lo, hi, c in zip(
+            spread["histogram"]["edges"], spread["histogram"]["edges"][1:], spread["histogram"]["counts"]))
+        raise UnlearnablePool(f"learnability gate: the pool under the scoring policy has {'; '.join(failed)}; "
+                              f"histogram of p {counts}; calibrate the preset (task difficulty, SFT steps) first")
+
+
 def run(preset: DemoPreset, out: str | Path, seed: int = 0) -> dict[str, Any]:
     """The whole demo; returns the results (also in ``results.json`` / ``results.md``)."""
     from tqdm.auto import tqdm
@@ -210,11 +248,11 @@ def run(preset: DemoPreset, out: str | Path, seed: int = 0) -> dict[str, Any]:
     t0 = time.monotonic()
     scored = score_pool(preset, data, model_dir, out)
     lap("scoring", t0)
-    p = [float(x) for x in scored["success_rate"]]
-    spread = {"mean": statistics.fmean(p), "p_equals_0": sum(x == 0 for x in p), "p_equals_1": sum(x == 1 for x in p),
-              "learnable": sum(0 < x < 1 for x in p)}
+    spread = pool_spread(scored["success_rate"])
     print(f"pool success rates under the SFT model: mean {spread['mean']:.3f}, {spread['learnable']} of "
-          f"{len(p)} prompts learnable (0 < p < 1), {spread['p_equals_0']} at p=0, {spread['p_equals_1']} at p=1")
+          f"{spread['size']} prompts learnable (0 < p < 1), {spread['p_equals_0']} at p=0, {spread['p_equals_1']} at p=1")
+    atomic_write_json(out / "pool.json", spread)
+    learnability_gate(spread, preset)
 
     t0 = time.monotonic()
     jobs = [(arm, n, s) for arm in preset.arms for n in preset.ns for s in preset.seeds]

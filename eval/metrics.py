@@ -64,3 +64,35 @@ def summarize_correctness(correct: Sequence[Sequence[bool]], ks: Sequence[int] =
         if k <= min(counts):
             summary[f"pass@{k}"] = float(np.mean([pass_at_k(n, c, k) for n, c in zip(counts, passed)]))
     return summary
+
+
+def paired_comparison(a: Sequence[Sequence[bool]] | np.ndarray, b: Sequence[Sequence[bool]] | np.ndarray,
+                      n_boot: int = 10000, seed: int = 0) -> dict[str, object]:
+    """Arm ``a`` vs arm ``b`` on the same problems: correctness tables of shape (seeds, problems)
+    (a single row is compared with every seed of the other, e.g. the SFT start).
+
+    - ``mean_diff``: mean over problems of the seed-averaged difference a - b;
+    - ``ci95``: a paired bootstrap over problems (the same resampled problems for every seed);
+    - ``p_value``: exact McNemar test on the discordant pairs pooled over seeds (two-sided);
+    - ``per_seed``: the difference in each seed; ``effect``: True only when the interval excludes
+      0 and every seed's difference has its sign.
+    """
+    from scipy.stats import binomtest
+
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    seeds = max(len(a), len(b))
+    if a.shape[1] != b.shape[1] or {len(a), len(b)} - {1, seeds}:
+        raise ValueError(f"tables of shape {a.shape} and {b.shape} do not pair up")
+    a, b = np.broadcast_to(a, (seeds, a.shape[1])), np.broadcast_to(b, (seeds, b.shape[1]))
+    per_problem = (a - b).mean(0)
+    rng = np.random.default_rng(seed)
+    boots = per_problem[rng.integers(0, len(per_problem), size=(n_boot, len(per_problem)))].mean(1)
+    low, high = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
+    wins, losses = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    p_value = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    per_seed = (a - b).mean(1)
+    mean_diff = float(per_problem.mean())
+    agree = bool(np.all(np.sign(per_seed) == np.sign(mean_diff))) and mean_diff != 0
+    return {"mean_diff": mean_diff, "ci95": [low, high], "p_value": float(p_value),
+            "per_seed": [float(x) for x in per_seed], "discordant": [wins, losses],
+            "effect": bool((low > 0 or high < 0) and agree)}

@@ -51,11 +51,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             task.add_argument("--split", default="test", help="(default: test)")
             task.add_argument("--num-fewshot", type=int, default=0,
                               help="worked examples from the train split before each question (default: 0)")
-            task.add_argument("--answer-mode", default="flexible",
-                              choices=["strict", "flexible", "lm-eval-strict", "lm-eval-flexible"],
+            modes = ["strict", "flexible", "lm-eval-strict", "lm-eval-flexible"] + (["lines"] if name == "arith" else [])
+            task.add_argument("--answer-mode", default="flexible", choices=modes,
                               help="strict: '#### N' or 'The answer is N'; flexible: else the last number "
                               "(both compare numbers by value); lm-eval-strict / lm-eval-flexible: "
-                              "lm-evaluation-harness 0.4's gsm8k filters and exact_match (default: flexible)")
+                              "lm-evaluation-harness 0.4's gsm8k filters and exact_match"
+                              + ("; lines: strict, and every equation line right" if name == "arith" else "")
+                              + " (default: flexible)")
         else:
             task.add_argument("--workers", type=int, help="sandbox processes at once (default: CPU count)")
             task.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: 10)")

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import datasets
 
 from eval.errors import BadInputError
 from eval.tasks import gsm8k
-from eval.tasks.base import Task, TaskOptions, register_task
+from eval.tasks.base import Task, TaskOptions, Verdict, register_task
 
 NAMES = ("Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Max", "Noa")
 ITEMS = ("apples", "stamps", "marbles", "coins", "books", "shells", "cards", "pens")
@@ -107,8 +108,63 @@ def build_prompt(row: dict[str, Any], tokenizer: Any, options: TaskOptions) -> s
     return gsm8k.build_prompt(row, tokenizer, options, pool=pool if options.num_fewshot else None)
 
 
+# The strict verifier ("lines"): the final answer, and every equation line the one the question implies.
+_START = re.compile(r"^(\w+) has (\d+) (\w+)\.")
+_STEP = [(re.compile(re.escape(t).replace(r"\{who\}", r"\w+").replace(r"\{n\}", r"(\d+)")), op)
+         for templates, op in ((ADD, "+"), (SUB, "-")) for t in templates]
+_EQUATION = re.compile(r"(-?\d+)\s*([+\-])\s*(-?\d+)\s*=\s*(-?\d+)")
+
+
+def expected_lines(question: str) -> list[str] | None:
+    """The worked lines ("a + b = c") a problem's question implies, or None if it is not one of
+    this task's questions."""
+    start = _START.match(question)
+    if not start:
+        return None
+    value, lines = int(start.group(2)), []
+    for sentence in re.findall(r"[^.?]+\.", question[start.end():]):
+        step = next(((m, op) for pattern, op in _STEP if (m := pattern.fullmatch(sentence.strip()))), None)
+        if step is None:
+            return None
+        n = int(step[0].group(1))
+        new = value + n if step[1] == "+" else value - n
+        lines.append(f"{value} {step[1]} {n} = {new}")
+        value = new
+    return lines
+
+
+def check_lines(question: str, completion: str) -> str:
+    """'' when the completion's equation lines are exactly the question's worked lines, in order;
+    else why not."""
+    expected = expected_lines(question)
+    if expected is None:
+        return "not an arith question"
+    written = [f"{a} {op} {b} = {c}" for a, op, b, c in _EQUATION.findall(completion)]
+    for i, (want, got) in enumerate(zip(expected, written)):
+        if want != got:
+            return f"line {i + 1}: wrote {got}, expected {want}"
+    if len(written) != len(expected):
+        return f"wrote {len(written)} equation lines, expected {len(expected)}"
+    return ""
+
+
+def verify(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]],
+           options: TaskOptions) -> list[list[Verdict]]:
+    """GSM8K's verifier; with ``answer_mode="lines"`` (strict) the final answer read strictly and
+    every intermediate line right (a right number reached through a wrong line fails)."""
+    if options.answer_mode != "lines":
+        return gsm8k.verify(rows, completions, options)
+    verdicts = gsm8k.verify(rows, completions, replace(options, answer_mode="strict"))
+    for row, samples, judged in zip(rows, completions, verdicts):
+        for j, (text, verdict) in enumerate(zip(samples, judged)):
+            wrong_line = check_lines(row["question"], text)
+            if verdict.correct and wrong_line:
+                judged[j] = replace(verdict, correct=False, error=wrong_line)
+    return verdicts
+
+
 TASK = register_task(Task(
     name="arith", description="synthetic +/- word problems with worked answers, GSM8K verifier",
-    load=load, build_prompt=build_prompt, verify=gsm8k.verify, stop=gsm8k.stop, max_new_tokens=64,
+    load=load, build_prompt=build_prompt, verify=verify, stop=gsm8k.stop, max_new_tokens=64,
     prepare=lambda ds: gsm8k.numeric_rows(ds, "arith"),
 ))
