@@ -47,6 +47,7 @@ class DemoPreset:
     test_size: int = 160
     num_rollouts: int = 8  # G, for scoring and GRPO
     max_new_tokens: int = 40
+    answer_mode: str = "lines"  # the verifier for p, the GRPO reward and accuracy: every line right
     projection_dim: int = 2048
     score_chunk_size: int = 64  # pool prompts between scoring cache writes
     ns: tuple[int, ...] = (32, 64)
@@ -142,6 +143,7 @@ def score_pool(preset: DemoPreset, data: dict[str, Path], model_dir: Path, out: 
     pool = load_data(str(data["pool"]))
     config = learnalign.LearnAlignConfig(task="arith", num_rollouts=preset.num_rollouts, temperature=1.0,
                                          max_new_tokens=preset.max_new_tokens, backend="hf", chat=False,
+                                         answer_mode=preset.answer_mode,
                                          chunk_size=preset.score_chunk_size, seed=0,
                                          gradients=GradientConfig(projection_dim=preset.projection_dim, seed=0))
     scored: datasets.Dataset = learnalign.score(pool, str(model_dir), config, cache_dir=out / "cache",
@@ -172,23 +174,52 @@ def _grpo_argv(preset: DemoPreset, model_dir: Path, out_dir: Path, seed: int) ->
                      num_generations=preset.num_rollouts,
                      per_device_train_batch_size=preset.grpo_prompts_per_step * preset.num_rollouts,
                      max_completion_length=preset.max_new_tokens, seed=seed, dtype="float32",
+                     answer_mode=preset.answer_mode,
                      use_cpu="true" if preset.device == "cpu" else None)
 
 
-def accuracy(preset: DemoPreset, model_dir: Path, test: Path) -> float:
-    """Greedy accuracy on the test split, cached in ``<model folder>.eval`` (beside the model, not in
-    it: the model's fingerprint, which keys the generation cache, must not change as the eval writes)."""
+def accuracy(preset: DemoPreset, model_dir: Path, test: Path) -> tuple[float, list[bool]]:
+    """Greedy accuracy on the test split and each problem's verdict (for paired comparisons), cached
+    in ``<model folder>.eval`` (beside the model, not in it: the model's fingerprint, which keys the
+    generation cache, must not change as the eval writes)."""
     from eval.evaluate import EvalConfig, evaluate
     from eval.tasks import TaskOptions
 
     eval_dir = model_dir.with_name(model_dir.name + ".eval")
     summary_path = eval_dir / "summary.json"
-    if summary_path.exists():
-        return json.loads(summary_path.read_text())["accuracy"]
-    summary = evaluate(EvalConfig(task="arith", model=str(model_dir), out_dir=str(eval_dir), backend="hf",
+    if not summary_path.exists():
+        evaluate(EvalConfig(task="arith", model=str(model_dir), out_dir=str(eval_dir), backend="hf",
                                   max_new_tokens=preset.max_new_tokens, device=preset.device, progress=False,
-                                  options=TaskOptions(source=str(test), chat=False)))
-    return summary["accuracy"]
+                                  options=TaskOptions(source=str(test), chat=False, answer_mode=preset.answer_mode)))
+    samples = [json.loads(line) for line in (eval_dir / "samples.jsonl").read_text().splitlines()]
+    return json.loads(summary_path.read_text())["accuracy"], [bool(s["correct"]) for s in samples]
+
+
+def training_summary(arm_dir: Path) -> dict[str, Any]:
+    """Per-step training reward and the mean share of zero-variance groups of one GRPO run."""
+    path = arm_dir / "training_log.json"
+    logs = json.loads(path.read_text()) if path.exists() else []
+    steps = [entry for entry in logs if "reward" in entry]
+    zero = [entry["frac_reward_zero_std"] for entry in steps if "frac_reward_zero_std" in entry]
+    return {"train_reward": [round(float(entry["reward"]), 4) for entry in steps],
+            "frac_reward_zero_std": round(statistics.fmean(zero), 4) if zero else None}
+
+
+def comparisons(correct: dict[tuple[str, int, int], list[bool]], start: list[bool],
+                seeds: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Each arm (per N) vs the SFT start, and learnalign vs random per N: paired over problems and
+    seeds (:func:`eval.metrics.paired_comparison`)."""
+    from eval.metrics import paired_comparison
+
+    arms = sorted({(arm, n) for arm, n, _ in correct})
+    table = lambda arm, n: [correct[(arm, n, s)] for s in seeds]  # noqa: E731
+    pairs = [((arm, n), None) for arm, n in arms]
+    pairs += [(("learnalign", n), ("random", n)) for arm, n in arms if arm == "learnalign" and ("random", n) in arms]
+    out = []
+    for (arm, n), other in pairs:
+        result = paired_comparison(table(arm, n), start if other is None else table(*other))
+        out.append({"a": arm, "b": "start" if other is None else other[0], "n": n, **result})
+    return out
 
 
 class UnlearnablePool(BadInputError):
@@ -258,16 +289,20 @@ def run(preset: DemoPreset, out: str | Path, seed: int = 0) -> dict[str, Any]:
     jobs = [(arm, n, s) for arm in preset.arms for n in preset.ns for s in preset.seeds]
     jobs += [("full", len(scored), s) for s in preset.seeds]
     results: list[dict[str, Any]] = []
-    start_acc = accuracy(preset, model_dir, data["test"])
+    start_acc, start_correct = accuracy(preset, model_dir, data["test"])
+    correct: dict[tuple[str, int, int], list[bool]] = {}
     for arm, n, s in tqdm(jobs, desc="GRPO arms", unit="run"):
         rows = scored if arm == "full" else learnalign.select(scored, n, arm, seed=s)
         arm_dir = train_arm(preset, model_dir, rows, out / "arms" / f"{arm}-n{n}-seed{s}", seed=s)
-        results.append({"arm": arm, "n": n, "seed": s, "accuracy": accuracy(preset, arm_dir, data["test"]),
-                        "selected_success_rate": statistics.fmean(float(x) for x in rows["success_rate"])})
+        acc, correct[(arm, n, s)] = accuracy(preset, arm_dir, data["test"])
+        results.append({"arm": arm, "n": n, "seed": s, "accuracy": acc,
+                        "selected_success_rate": statistics.fmean(float(x) for x in rows["success_rate"]),
+                        **training_summary(arm_dir)})
     lap("grpo_and_eval", t0)
     timings["total"] = round(time.monotonic() - started, 1)
     report = {"preset": asdict(preset), "start_accuracy": start_acc, "pool_success_rate": spread,
-              "runs": results, "table": table(results, preset), "seconds": timings,
+              "runs": results, "table": table(results, preset),
+              "comparisons": comparisons(correct, start_correct, preset.seeds), "seconds": timings,
               "files": {"results": str(out / "results.json"), "markdown": str(out / "results.md"),
                         "plots": [str(out / "pool_success_rate.png"), str(out / "accuracy.png")]}}
     atomic_write_json(out / "results.json", report)
@@ -298,6 +333,13 @@ def markdown(report: dict[str, Any]) -> str:
     for row in report["table"]:
         cells = [f"{100 * row[c]['mean']:.1f} ± {100 * row[c]['std']:.1f}" if c in row else "" for c in columns]
         lines.append(f"| {row['arm']} | " + " | ".join(cells) + " |")
+    lines += ["", "Paired comparisons (problems x seeds; 95% paired-bootstrap interval; exact McNemar p; an "
+              "effect only when the interval excludes 0 and every seed agrees in sign):", "",
+              "| a | b | N | mean diff | 95% interval | p | effect |", "|---|---|---|---|---|---|---|"]
+    for c in report.get("comparisons", []):
+        lines.append(f"| {c['a']} | {c['b']} | {c['n']} | {100 * c['mean_diff']:+.1f} | "
+                     f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}] | {c['p_value']:.3g} | "
+                     f"{'yes' if c['effect'] else 'no'} |")
     spread = report["pool_success_rate"]
     lines += ["", f"Pool success rates under the SFT model: mean {spread['mean']:.3f}; {spread['learnable']} "
               f"learnable, {spread['p_equals_0']} at p=0, {spread['p_equals_1']} at p=1.",

@@ -62,6 +62,7 @@ class LearnAlignConfig:
     generation_batch_size: int = 32
     chat: bool | None = None
     num_fewshot: int = 0
+    answer_mode: str = "flexible"  # the verifier's mode for p (e.g. "lines" for arith: every line right)
     seed: int = 0  # rollouts (a seed per chunk, derived from this one)
     chunk_size: int = 64  # prompts between cache writes; the unit of sharding and of rollout seeds
     with_ifd: bool = False  # also score IFD (the ifd baseline)
@@ -70,7 +71,7 @@ class LearnAlignConfig:
     def __post_init__(self) -> None:
         from eval.tasks import get_task
 
-        get_task(self.task)
+        get_task(self.task).check_answer_mode(self.answer_mode)
         if isinstance(self.gradients, dict):
             self.gradients = GradientConfig(**self.gradients)
         if self.num_rollouts < 2:
@@ -172,7 +173,7 @@ def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache
 
     rank, world = shard
     task = get_task(config.task)
-    options = TaskOptions(chat=config.chat, num_fewshot=config.num_fewshot)
+    options = TaskOptions(chat=config.chat, num_fewshot=config.num_fewshot, answer_mode=config.answer_mode)
     generator = load_generator(model, config.backend, dtype=dtype, device=device,
                                batch_size=config.generation_batch_size, progress=False)
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,13 +43,15 @@ class GRPOScriptArguments:
     chat: bool | None = field(default=None, metadata={
         "help": "prompts through the chat template (default: when the tokenizer has one)"})
     num_fewshot: int = field(default=0, metadata={"help": "worked examples before each question"})
+    answer_mode: str = field(default="flexible", metadata={
+        "help": "the verifier's mode for the correct reward (gsm8k/arith: strict, flexible, ...; arith: lines)"})
     merge_lora: bool = field(default=False, metadata={
         "help": "save the LoRA-merged full model instead of the adapter (staged runs)"})
 
     def __post_init__(self) -> None:
         from eval.tasks import get_task
 
-        get_task(self.task)  # names the available tasks when it does not exist
+        get_task(self.task).check_answer_mode(self.answer_mode)  # names the available tasks / modes
         unknown = [r for r in self.reward_names() if r not in REWARDS]
         if unknown or not self.reward_names():
             raise BadInputError(f"rewards must be a comma-separated subset of {', '.join(REWARDS)}, "
@@ -100,7 +103,10 @@ def format_reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) 
 def reward_functions(args: GRPOScriptArguments) -> list[Callable[..., list[float]]]:
     from eval.rewards import CodePassReward, TaskReward
 
-    makers = {"correct": lambda: TaskReward(args.task), "format": lambda: format_reward,
+    from eval.tasks import TaskOptions
+
+    options = TaskOptions(answer_mode=args.answer_mode)
+    makers = {"correct": lambda: TaskReward(args.task, options), "format": lambda: format_reward,
               "code_pass": lambda: CodePassReward()}
     return [makers[name]() for name in args.reward_names()]
 
@@ -133,7 +139,11 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
     else:
         trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
+        from eval.io import atomic_write_json
+
         tokenizer.save_pretrained(training_args.output_dir)
+        # The per-step logs (reward, frac_reward_zero_std, loss, ...) beside the model.
+        atomic_write_json(Path(training_args.output_dir) / "training_log.json", trainer.state.log_history)
     return trainer
 
 

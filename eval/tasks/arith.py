@@ -166,5 +166,6 @@ def verify(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]],
 TASK = register_task(Task(
     name="arith", description="synthetic +/- word problems with worked answers, GSM8K verifier",
     load=load, build_prompt=build_prompt, verify=verify, stop=gsm8k.stop, max_new_tokens=64,
+    answer_modes=gsm8k.MODES + ("lines",),
     prepare=lambda ds: gsm8k.numeric_rows(ds, "arith"),
 ))

@@ -66,6 +66,14 @@ class Task:
     # A user's dataset as task rows (columns checked, named in the error); for selection and RL.
     prepare: Callable[[datasets.Dataset], datasets.Dataset] | None = None
     describe: Callable[[TaskOptions], dict[str, Any]] | None = None  # the verifier, for summary.json
+    answer_modes: tuple[str, ...] = ()  # the verifier's modes (TaskOptions.answer_mode); () = not used
+
+    def check_answer_mode(self, mode: str, flag: str = "answer_mode") -> str:
+        """``mode``, or a one-line error naming ``flag``, the value and this task's modes."""
+        if self.answer_modes and mode not in self.answer_modes:
+            raise BadInputError(f"{flag} '{mode}' is not a mode of task '{self.name}'; "
+                                f"choose one of {', '.join(self.answer_modes)}")
+        return mode
 
     def rows_from(self, ds: datasets.Dataset) -> datasets.Dataset:
         if self.prepare is None:

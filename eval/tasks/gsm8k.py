@@ -17,7 +17,7 @@ import datasets
 
 from eval.data import RESPONSE_CANDIDATES, PROMPT_CANDIDATES, default_data_dir, load_data, resolve_column
 from eval.errors import BadInputError
-from eval.gsm8k_answers import LM_EVAL_INVALID, LM_EVAL_MODES, check_mode, extract_gold, score
+from eval.gsm8k_answers import LM_EVAL_INVALID, LM_EVAL_MODES, MODES, check_mode, extract_gold, score
 from eval.tasks.base import Task, TaskOptions, Verdict, register_task, render_chat, uses_chat
 
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
@@ -109,6 +109,6 @@ def stop(options: TaskOptions, chat: bool) -> tuple[str, ...]:
 
 TASK = register_task(Task(
     name="gsm8k", description="GSM8K grade-school math, exact match on the final number",
-    load=load, build_prompt=build_prompt, verify=verify, stop=stop, max_new_tokens=256,
+    load=load, build_prompt=build_prompt, verify=verify, stop=stop, max_new_tokens=256, answer_modes=MODES,
     prepare=lambda ds: numeric_rows(ds, "gsm8k"),
 ))
