@@ -13,6 +13,7 @@ Both follow TRL's reward-function signature, ``reward(prompts, completions, **co
 from __future__ import annotations
 
 import ast
+import builtins
 import os
 import textwrap
 from collections.abc import Sequence
@@ -87,15 +88,30 @@ def check_from_asserts(tests: Sequence[str]) -> str:
     return "def check(candidate):\n" + "".join(textwrap.indent(t.strip(), "    ") + "\n" for t in tests)
 
 
-def called_names(code: str, test_code: str) -> list[str]:
-    """Top-level functions of ``code`` that ``test_code`` calls by name (MBPP's asserts do)."""
+def _parse(source: str) -> ast.Module:
+    try:
+        return ast.parse(source)
+    except SyntaxError:
+        return ast.Module(body=[], type_ignores=[])
+
+
+def called_names(code: str, test_code: str, prelude: str = "") -> list[str]:
+    """Top-level functions of ``code`` that ``test_code`` calls by name (MBPP's asserts do), but
+    never a builtin or a name the trusted prelude or test binds (the sandbox's judge refuses those
+    too: a candidate must not replace ``abs`` or a prompt's helper)."""
     try:
         defined = {n.name for n in ast.parse(code).body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     except SyntaxError:
         return []
-    called = [n.func.id for n in ast.walk(ast.parse(test_code))
-              if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
-    return list(dict.fromkeys(name for name in called if name in defined))
+    trusted = [_parse(test_code), _parse(prelude)]
+    bound = set(dir(builtins)) | {n.id for tree in trusted for n in ast.walk(tree)
+                                  if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    bound |= {n.name for tree in trusted for n in ast.walk(tree)
+              if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    bound |= {(a.asname or a.name).split(".")[0] for tree in trusted for n in ast.walk(tree)
+              if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    called = [n.func.id for n in ast.walk(trusted[0]) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    return list(dict.fromkeys(name for name in called if name in defined and name not in bound))
 
 
 def pass_fractions(programs: Sequence[str], tests: Sequence[str], entry_points: Sequence[str | None],
@@ -110,7 +126,7 @@ def pass_fractions(programs: Sequence[str], tests: Sequence[str], entry_points: 
     def one(args: tuple[str, str, str | None, str]) -> float:
         code, test_code, entry_point, prelude = args
         names = [entry_point] if entry_point else []
-        names += [n for n in called_names(code, test_code) if n not in names]
+        names += [n for n in called_names(code, test_code, prelude) if n not in names]
         result = sandbox.check(code, counting_check(test_code), names, prelude=prelude, counts=True)
         if not result.passed or not result.counts:
             return 0.0

