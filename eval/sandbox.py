@@ -88,11 +88,11 @@ class SandboxConfig:
     """Limits of one sandboxed run."""
 
     timeout_s: float = 10.0
-    memory_mb: int = 2048
+    memory_mb: int = 1024
     max_output_bytes: int = 64_000  # kept of stdout and of stderr each
     max_file_mb: int = 32  # largest file the program may write, and the most output it may print
     max_disk_mb: int = 64  # all bytes the program may keep on disk at once (the jail's tmpfs)
-    max_processes: int = 64
+    max_processes: int = 16  # with memory_mb, bounds a job's memory (no cgroup): 16 x 1 GiB
     max_open_files: int = 256
     isolation: str = "auto"  # auto (bwrap, else namespace, else rlimit), bwrap, namespace, rlimit
 
