@@ -35,18 +35,26 @@ ARMS = ("learnalign", "random", "length", "learnability", "gradient")
 
 @dataclass
 class DemoPreset:
+    """One demo configuration. The default's task and SFT were calibrated on the learnability gate
+    alone (no RL run looked at; 2026-11-29, data seed 0): 1-6 steps of 1-digit operands, a 512-token
+    vocabulary (with 300 the model never learned to copy numbers from the question), 540 SFT steps
+    (~5 min on 2 cores). Under the strict verifier the pool then had 15% of prompts at p = 0, 8% at
+    p = 1 and 78% in between (at 400 / 500 / 600 steps: 69% / 33% / 2% at p = 0 and 0% / 9% / 32%
+    at p = 1: learning is a sharp jump); greedy held-out accuracy 80.5% strict, 88% of equation
+    lines right."""
+
     name: str
     model: TinyModelConfig = field(default_factory=lambda: TinyModelConfig(
-        hidden_size=128, num_layers=4, num_heads=2, num_kv_heads=1, intermediate_size=384, vocab_size=300))
-    problems: ArithConfig = field(default_factory=ArithConfig)
-    sft_problems: int = 6000
-    sft_steps: int = 520
+        hidden_size=128, num_layers=4, num_heads=2, num_kv_heads=1, intermediate_size=384, vocab_size=512))
+    problems: ArithConfig = field(default_factory=lambda: ArithConfig(min_steps=1, max_steps=6, max_digits=1))
+    sft_problems: int = 20000
+    sft_steps: int = 540
     sft_batch_size: int = 64
     sft_learning_rate: float = 2e-3
     pool_size: int = 192
     test_size: int = 160
     num_rollouts: int = 8  # G, for scoring and GRPO
-    max_new_tokens: int = 40
+    max_new_tokens: int = 80  # a 6-step worked answer is up to 64 tokens
     answer_mode: str = "lines"  # the verifier for p, the GRPO reward and accuracy: every line right
     projection_dim: int = 2048
     score_chunk_size: int = 64  # pool prompts between scoring cache writes
