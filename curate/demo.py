@@ -230,6 +230,21 @@ def comparisons(correct: dict[tuple[str, int, int], list[bool]], start: list[boo
     return out
 
 
+def _claim(out: Path, preset: DemoPreset, seed: int) -> None:
+    """Stages are reused by their files alone, so ``--out`` may hold one preset and seed only:
+    refuse a folder made with others before any work (``preset.json`` records them)."""
+    from eval.io import atomic_write_json
+
+    wanted = json.loads(json.dumps({"preset": asdict(preset), "seed": seed}))
+    path = out / "preset.json"
+    if path.exists():
+        if json.loads(path.read_text(encoding="utf-8-sig")) != wanted:
+            raise BadInputError(f"--out {out} holds a demo made with another preset or seed "
+                                f"(see {path}); use a new --out")
+        return
+    atomic_write_json(path, wanted)
+
+
 class UnlearnablePool(BadInputError):
     """The pool failed the learnability gate: the preset (task, SFT budget) needs calibrating."""
 
@@ -274,6 +289,7 @@ def run(preset: DemoPreset, out: str | Path, seed: int = 0) -> dict[str, Any]:
     unknown = [a for a in preset.arms if a not in ARMS]
     if unknown:
         raise BadInputError(f"unknown arm(s) {unknown}; choose from {', '.join(ARMS)}")
+    _claim(out, preset, seed)
     started = time.monotonic()
     timings: dict[str, float] = {}
 

@@ -92,3 +92,17 @@ def test_an_effect_needs_the_interval_and_every_seed():
     assert not split["effect"]  # the seeds disagree in sign
     with pytest.raises(ValueError, match="do not pair up"):
         paired_comparison([[1, 0]], [[1, 0, 1]])
+
+
+def test_a_demo_folder_refuses_another_preset(tmp_path):
+    # Stages are reused by their files alone: a folder made with one preset must not feed another.
+    from curate.demo import _claim, preset_with
+
+    _claim(tmp_path, PRESETS["smoke"], 0)
+    _claim(tmp_path, PRESETS["smoke"], 0)  # the same preset and seed resume
+    from eval.errors import BadInputError
+
+    with pytest.raises(BadInputError, match="holds a demo made with another preset or seed"):
+        _claim(tmp_path, preset_with("smoke", sft_steps=31), 0)
+    with pytest.raises(BadInputError, match="another preset or seed"):
+        _claim(tmp_path, PRESETS["smoke"], 1)
