@@ -4,10 +4,15 @@ For prompt i with G rollouts o_1..o_G, rewards r_g and group-normalised advantag
 Â_g = (r_g - mean(r)) / (std(r) + eps), the GRPO loss at the reference policy θ_s (on-policy, so
 the clipped ratio is 1) is
 
-    L_i = -(1/G) Σ_g (1/|o_g|) Σ_t c_{g,t} log π_θ(o_{g,t} | q, o_{g,<t}),
+    L_i = -(1/Z_g) Σ_g Σ_t c_{g,t} log π_θ(o_{g,t} | q, o_{g,<t}),
     c_{g,t} = Â_g + β (π_ref(o_{g,t}) / π_θ(o_{g,t}) - 1)          (coefficient held fixed)
 
-whose gradient is the GRPO gradient with the k3 KL estimator's term (β = 0.04). g_i = ∇ L_i over the
+whose gradient is the GRPO gradient with the k3 KL estimator's term. The token aggregation Z_g
+follows the training loss (``GradientConfig.loss_type``): ``"dapo"`` (TRL 1.x's default,
+token-level: the trainer divides by the token count of the whole batch, the same number for every
+prompt of a step, so per prompt it is a constant and Z = G here; a longer group then has a larger
+gradient, the length bias the paper's learnability term corrects) or ``"grpo"`` (the original
+GRPO loss: Z_g = G |o_g|, each sequence averaged over its own tokens). g_i = ∇ L_i over the
 LoRA parameters only (as LESS does), projected to k dimensions and normalised to unit norm.
 
 Projection: a sparse Johnson–Lindenstrauss transform (CountSketch): coordinate j of the gradient
@@ -26,7 +31,7 @@ its A drawn from ``GradientConfig.seed`` (as is the projection), never from the 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +45,9 @@ from eval.errors import BadInputError
 from eval.modeling import target_logprobs
 
 
+LOSS_TYPES = ("dapo", "grpo")
+
+
 @dataclass
 class GradientConfig:
     projection_dim: int = 8192  # k
@@ -51,8 +59,11 @@ class GradientConfig:
     max_tokens_per_batch: int = 8192  # rollouts per forward/backward: a token budget ...
     max_batch_size: int = 64  # ... and a cap on rollouts
     seed: int = 0  # the projection and a fresh adapter's init (both in the gradient cache key)
+    loss_type: str = "dapo"  # token aggregation as the GRPO trainer's loss: "dapo" (TRL's default) or "grpo"
 
     def __post_init__(self) -> None:
+        if self.loss_type not in LOSS_TYPES:
+            raise BadInputError(f"loss_type must be one of {', '.join(LOSS_TYPES)}, got '{self.loss_type}'")
         if self.projection_dim < 1:
             raise BadInputError(f"projection_dim must be at least 1, got {self.projection_dim}")
         if self.beta < 0:
@@ -182,8 +193,10 @@ def _rollout_batch(groups: Sequence[RolloutGroup], items: Sequence[tuple[int, in
 
 
 def grpo_surrogate(model: nn.Module, groups: Sequence[RolloutGroup], items: Sequence[tuple[int, int]],
-                   config: GradientConfig, pad_id: int) -> torch.Tensor:
-    """Per item (rollout) its term of L_i (see the module docstring), differentiable; shape (items,)."""
+                   config: GradientConfig, pad_id: int, reference: nn.Module | None = None) -> torch.Tensor:
+    """Per item (rollout) its term of L_i (see the module docstring), differentiable; shape (items,).
+    π_ref is ``reference`` when given (e.g. a staged run's original model), else the model with
+    its adapters off."""
     device = next(model.parameters()).device
     ids, mask, rows, cols = _rollout_batch(groups, items, pad_id, device)
     logp = target_logprobs(model, ids, mask, rows, cols)
@@ -192,13 +205,21 @@ def grpo_surrogate(model: nn.Module, groups: Sequence[RolloutGroup], items: Sequ
     adv = torch.tensor([advantages[i][g] for i, g in items], dtype=torch.float32, device=device)[rows]
     coeff += adv
     if config.beta:
-        with torch.no_grad(), disabled_adapters(model):
-            ref = target_logprobs(model, ids, mask, rows, cols)
+        with torch.no_grad(), (nullcontext() if reference is not None else disabled_adapters(model)):
+            ref = target_logprobs(reference if reference is not None else model, ids, mask, rows, cols)
         coeff += config.beta * (torch.exp(ref - logp.detach()) - 1)
-    sizes = torch.tensor([len(groups[i].completion_ids[g]) * len(groups[i].completion_ids) for i, g in items],
+    sizes = torch.tensor([_normaliser(groups[i], g, config.loss_type) for i, g in items],
                          dtype=torch.float32, device=device)
     per_token = -coeff * logp / sizes[rows]
     return torch.zeros(len(items), device=device).index_add(0, rows, per_token)
+
+
+def _normaliser(group: RolloutGroup, g: int, loss_type: str) -> int:
+    """Z for rollout g's tokens: G (dapo; the batch's token count is a constant per step) or G x the
+    rollout's length (grpo)."""
+    if loss_type == "dapo":
+        return len(group.completion_ids)
+    return len(group.completion_ids[g]) * len(group.completion_ids)
 
 
 def _items(groups: Sequence[RolloutGroup], which: Sequence[int]) -> list[tuple[int, int]]:
@@ -210,7 +231,8 @@ def _sketch(lora: list[tuple[str, nn.Linear]], config: GradientConfig, device) -
 
 
 def batched_features(model: nn.Module, groups: Sequence[RolloutGroup], config: GradientConfig, pad_id: int,
-                     which: Sequence[int] | None = None, progress: bool = True) -> torch.Tensor:
+                     which: Sequence[int] | None = None, progress: bool = True,
+                     reference: nn.Module | None = None) -> torch.Tensor:
     """Projected (not yet normalised) gradients g_i, one row per group, from one forward and one
     backward per batch of rollouts; rows of groups not in ``which`` stay zero."""
     lora = prepare_lora(model, config)
@@ -224,6 +246,8 @@ def batched_features(model: nn.Module, groups: Sequence[RolloutGroup], config: G
 
     def keep(b: int):
         def forward_hook(module, args, output):
+            if not torch.is_grad_enabled():
+                return  # a reference forward (no_grad) through the same layers
             inputs[b] = args[0].detach()
             output.register_hook(lambda grad: output_grads.__setitem__(b, grad.detach()))
         return forward_hook
@@ -237,7 +261,7 @@ def batched_features(model: nn.Module, groups: Sequence[RolloutGroup], config: G
             chosen = [items[k] for k in batch]
             inputs.clear()
             output_grads.clear()
-            loss = grpo_surrogate(model, groups, chosen, config, pad_id).sum()
+            loss = grpo_surrogate(model, groups, chosen, config, pad_id, reference).sum()
             inputs_now = dict(inputs)  # the reference forward (adapters off) does not call LoRA layers
             loss.backward()
             projected = torch.zeros(len(chosen), config.projection_dim, device=device)
@@ -255,7 +279,8 @@ def batched_features(model: nn.Module, groups: Sequence[RolloutGroup], config: G
 
 
 def reference_features(model: nn.Module, groups: Sequence[RolloutGroup], config: GradientConfig, pad_id: int,
-                       which: Sequence[int] | None = None, progress: bool = True) -> torch.Tensor:
+                       which: Sequence[int] | None = None, progress: bool = True,
+                       reference: nn.Module | None = None) -> torch.Tensor:
     """The plain way (as LESS computes gradients): one prompt at a time (its G rollouts in one
     batch), one backward each, the parameters' ``.grad`` flattened and projected."""
     lora = prepare_lora(model, config)
@@ -271,7 +296,7 @@ def reference_features(model: nn.Module, groups: Sequence[RolloutGroup], config:
             items = _items(groups, [i])
             if not items:
                 continue
-            grpo_surrogate(model, groups, items, config, pad_id).sum().backward()
+            grpo_surrogate(model, groups, items, config, pad_id, reference).sum().backward()
             features[i] = sketch.project([m.weight.grad.reshape(1, -1) for _, m in lora])[0]
     finally:
         model.train(was_training)

@@ -11,9 +11,12 @@
 5. Staged RL (:mod:`rl.staged`): after a stage, re-score the rest of the pool with the new policy.
 
 ``score`` adds the columns ``success_rate``, ``learnability``, ``score`` (Avg_i),
-``gradient_score`` (cosine to the mean gradient, no V: a baseline), ``response_tokens`` (mean
+``gradient_score`` (the plain gradient alignment the paper improves on: <g_i, (1/n) Σ_j g_j> with
+the raw projected gradients, so gradient norms, which grow with response length, weigh in),
+``gradient_cosine_score`` (cosine to the mean unit gradient, no V), ``response_tokens`` (mean
 rollout length) and, with ``with_ifd``, ``ifd``. ``select`` keeps the top N by a method:
-``learnalign``, or the baselines ``random``, ``ifd``, ``length``, ``learnability``, ``gradient``.
+``learnalign``, or the baselines ``random``, ``ifd``, ``length``, ``learnability``, ``gradient``
+(norm-sensitive: the length-bias ablation), ``gradient_cosine``.
 Samples with p in {0, 1} have V = 0 (score 0); ties are broken by a seeded random order. A pool
 with no learnable row (0 < p < 1) makes the V-based methods a seeded random pick: ``select`` logs a
 warning and ``report`` says so (``learnable_rows``, ``warning``).
@@ -44,8 +47,8 @@ from eval.cache import default_cache_dir, derive_seed, digest, kill_point, model
 from eval.errors import BadInputError
 
 logger = logging.getLogger(__name__)
-METHODS = ("learnalign", "random", "ifd", "length", "learnability", "gradient")
-SCORE_COLUMNS = ("success_rate", "learnability", "score", "gradient_score", "response_tokens")
+METHODS = ("learnalign", "random", "ifd", "length", "learnability", "gradient", "gradient_cosine")
+SCORE_COLUMNS = ("success_rate", "learnability", "score", "gradient_score", "gradient_cosine_score", "response_tokens")
 NO_LEARNABLE_ROWS = ("no row is learnable (every success rate is 0 or 1): the LearnAlign score and the learnability "
                      "are 0 everywhere, so selecting by them is a seeded random pick; warm up longer, use more "
                      "rollouts or an easier pool")
@@ -206,11 +209,12 @@ def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache
 
 def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConfig | None = None, *,
           cache_dir: str | os.PathLike | bool | None = None, device: str = "auto", dtype: str = "auto",
-          progress: bool = True) -> datasets.Dataset:
+          progress: bool = True, reference: str | os.PathLike | None = None) -> datasets.Dataset:
     """Add LearnAlign's columns to ``ds`` (see the module docstring).
 
     ``model`` is a folder or hub id; a folder with a LoRA adapter (e.g. :func:`warmup`'s output) is
-    θ_s with the base model as π_ref. Rollouts and gradients are cached per chunk under
+    θ_s with the base model as π_ref; ``reference`` (a folder or hub id) names π_ref explicitly,
+    e.g. a staged run's original model when ``model`` is a later stage's policy. Rollouts and gradients are cached per chunk under
     ``cache_dir`` (default ``~/.cache/curatekit``; ``False``: no cache), keyed by the model files,
     the prompts and the settings, so an interrupted run resumes. Under ``accelerate launch`` every
     rank scores its own shard of the rows and the results are gathered.
@@ -236,8 +240,12 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
                            [tokenizer(c.text, add_special_tokens=False).input_ids[: max(c.num_tokens, 1)]
                             for c in group], r)
               for p, group, r in zip(prompts, completions, rewards)]
-    raw = _gradients(groups, policy, tokenizer, model, config, folder, (rank, world), progress)
-    features = normalise(torch.as_tensor(np.stack(raw))) if raw else torch.zeros(0, config.gradients.projection_dim)
+    ref_model = None
+    if reference is not None and config.gradients.beta:
+        ref_model = load_model_and_tokenizer(str(reference), device=device, dtype=dtype)[0].eval()
+    raw = _gradients(groups, policy, tokenizer, model, config, folder, (rank, world), progress, reference, ref_model)
+    raw_features = torch.as_tensor(np.stack(raw)) if raw else torch.zeros(0, config.gradients.projection_dim)
+    features = normalise(raw_features)
     success = np.array([np.mean(r) for r in rewards], dtype=np.float64)
     weights = learnability(success)
     # The alignment needs the pool's mean: under accelerate launch each rank contributes its sum.
@@ -247,7 +255,8 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
         "success_rate": success.tolist(),
         "learnability": weights.tolist(),
         "score": alignment_scores(features, weights, pool_sum=pool_sum).tolist(),
-        "gradient_score": alignment_scores(features, np.ones(len(mine)), pool_sum=pool_sum).tolist(),
+        "gradient_score": alignment_scores(raw_features, np.ones(len(mine)), pool_sum=pool_sum).tolist(),
+        "gradient_cosine_score": alignment_scores(features, np.ones(len(mine)), pool_sum=pool_sum).tolist(),
         "response_tokens": [float(np.mean([c.num_tokens for c in group])) for group in completions],
     }
     merged: dict[str, list[Any]] = {k: [None] * len(rows) for k in SCORE_COLUMNS}
@@ -266,7 +275,8 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
 
 
 def _gradients(groups: list[RolloutGroup], policy: Any, tokenizer: Any, model: str, config: LearnAlignConfig,
-               folder: Path | None, shard: tuple[int, int], progress: bool) -> list[np.ndarray]:
+               folder: Path | None, shard: tuple[int, int], progress: bool, reference: Any = None,
+               ref_model: Any = None) -> list[np.ndarray]:
     """Projected, not yet normalised, GRPO gradients of the groups, cached per chunk under ``folder``
     and keyed by the model, the gradient settings (seed: projection and adapter init) and the rollouts."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -274,12 +284,14 @@ def _gradients(groups: list[RolloutGroup], policy: Any, tokenizer: Any, model: s
     if folder is not None:
         settings = json.dumps(asdict(config.gradients), sort_keys=True)  # its seed: projection, adapter init
         key = digest("seeded adapter init", model_fingerprint(model), settings, str(config.chunk_size),
+                     f"reference={model_fingerprint(reference) if ref_model is not None else ''}",
                      "{}/{}".format(*shard), json.dumps([[g.prompt_ids, g.completion_ids, g.rewards] for g in groups]))
         cache = folder / f"grad-features-{key}.jsonl"
 
     def compute(_: int, chunk: Sequence[int]) -> list[np.ndarray]:
         part = [groups[i] for i in chunk]
-        return list(batched_features(policy, part, config.gradients, pad, progress=False).cpu().numpy())
+        return list(batched_features(policy, part, config.gradients, pad, progress=False,
+                                     reference=ref_model).cpu().numpy())
 
     return run_chunked(list(range(len(groups))), compute, cache, chunk_size=config.chunk_size,
                        encode=_encode_vector, decode=_decode_vector, desc="GRPO gradients", unit="prompt",
@@ -326,7 +338,7 @@ def select(ds: datasets.Dataset, n: int, method: str = "learnalign", seed: int =
     if n > len(ds):
         raise BadInputError(f"n={n} is larger than the pool of {len(ds)} rows")
     column = {"learnalign": "score", "ifd": "ifd", "length": "response_tokens", "learnability": "learnability",
-              "gradient": "gradient_score", "random": None}[method]
+              "gradient": "gradient_score", "gradient_cosine": "gradient_cosine_score", "random": None}[method]
     if column is not None and column not in ds.column_names:
         hint = " (score with with_ifd=True / --with-ifd)" if column == "ifd" else ": run curate.learnalign.score first"
         raise BadInputError(f"dataset has no '{column}' column{hint}")
@@ -359,8 +371,15 @@ def report(scored: datasets.Dataset, selected: datasets.Dataset, method: str) ->
     rho = spearmanr(score_values[learnable], lengths[learnable]).statistic if varied else None  # else undefined
     histogram, edges = np.histogram(p, bins=10, range=(0, 1))
     warning = {} if learnable.any() else {"warning": NO_LEARNABLE_ROWS}
+    positive = int((score_values > 0).sum())
+    if method == "learnalign" and len(selected) > positive:
+        # Past the positive scores the ranking is among V = 0 rows (a seeded random order) or rows
+        # whose gradient points against the pool's: say so instead of hiding it in the selection.
+        warning.setdefault("warning", f"n={len(selected)} exceeds the {positive} rows with a positive "
+                                      f"LearnAlign score; the rest were ranked by ties and negative scores")
     return {
         "method": method, "rows": len(scored), "selected": len(selected), "learnable_rows": int(learnable.sum()),
+        "positive_scores": positive, "selected_beyond_positive": max(0, len(selected) - positive),
         **warning,
         "success_rate": {"mean": float(p.mean()), "p_equals_0": int((p == 0).sum()),
                          "p_equals_1": int((p == 1).sum()), "learnable": int(learnable.sum()),

@@ -66,6 +66,22 @@ def summarize_correctness(correct: Sequence[Sequence[bool]], ks: Sequence[int] =
     return summary
 
 
+def sign_flip_p_value(differences: np.ndarray, n_flips: int = 10000, seed: int = 0) -> float:
+    """Two-sided p-value of a paired permutation test: under H0 each difference's sign is a coin
+    flip, so p = P(|mean of sign-flipped differences| >= |observed mean|). Exact (every sign
+    pattern) when there are at most ``n_flips`` patterns, else ``n_flips`` seeded random ones
+    with the observed pattern counted in (so p is never 0)."""
+    d = np.asarray(differences, dtype=float)
+    observed = abs(d.mean()) - 1e-12 if len(d) else 0.0
+    if len(d) == 0 or not d.any():
+        return 1.0
+    if 2 ** len(d) <= n_flips:
+        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+        return float((np.abs((signs * d).mean(1)) >= observed).mean())
+    signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(n_flips, len(d)))
+    return float(((np.abs((signs * d).mean(1)) >= observed).sum() + 1) / (n_flips + 1))
+
+
 def paired_comparison(a: Sequence[Sequence[bool]] | np.ndarray, b: Sequence[Sequence[bool]] | np.ndarray,
                       n_boot: int = 10000, seed: int = 0) -> dict[str, object]:
     """Arm ``a`` vs arm ``b`` on the same problems: correctness tables of shape (seeds, problems)
@@ -73,7 +89,10 @@ def paired_comparison(a: Sequence[Sequence[bool]] | np.ndarray, b: Sequence[Sequ
 
     - ``mean_diff``: mean over problems of the seed-averaged difference a - b;
     - ``ci95``: a paired bootstrap over problems (the same resampled problems for every seed);
-    - ``p_value``: exact McNemar test on the discordant pairs pooled over seeds (two-sided);
+    - ``p_value``: for 0/1 tables, the exact McNemar test on the discordant pairs pooled over seeds
+      (two-sided); for scores in [0, 1] (e.g. the share of k samples right), a paired sign-flip
+      permutation test on the seed-averaged per-problem differences (two-sided, ``n_boot`` seeded
+      flips, exact when 2^problems <= ``n_boot``);
     - ``per_seed``: the difference in each seed; ``effect``: True only when the interval excludes
       0 and every seed's difference has its sign.
     """
@@ -89,7 +108,10 @@ def paired_comparison(a: Sequence[Sequence[bool]] | np.ndarray, b: Sequence[Sequ
     boots = per_problem[rng.integers(0, len(per_problem), size=(n_boot, len(per_problem)))].mean(1)
     low, high = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
     wins, losses = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-    p_value = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    if np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all():
+        p_value = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
+    else:
+        p_value = sign_flip_p_value(per_problem, n_boot, seed)
     per_seed = (a - b).mean(1)
     mean_diff = float(per_problem.mean())
     agree = bool(np.all(np.sign(per_seed) == np.sign(mean_diff))) and mean_diff != 0

@@ -45,6 +45,10 @@ class GRPOScriptArguments:
     num_fewshot: int = field(default=0, metadata={"help": "worked examples before each question"})
     answer_mode: str = field(default="flexible", metadata={
         "help": "the verifier's mode for the correct reward (gsm8k/arith: strict, flexible, ...; arith: lines)"})
+    freeze: str | None = field(default=None, metadata={
+        "help": "regular expression: parameters whose names match are not trained (full fine-tuning)"})
+    ref_model: str | None = field(default=None, metadata={
+        "help": "π_ref of the KL term (beta > 0), e.g. a staged run's original model (default: the starting policy)"})
     merge_lora: bool = field(default=False, metadata={
         "help": "save the LoRA-merged full model instead of the adapter (staged runs)"})
 
@@ -111,6 +115,22 @@ def reward_functions(args: GRPOScriptArguments) -> list[Callable[..., list[float
     return [makers[name]() for name in args.reward_names()]
 
 
+def freeze_parameters(model: Any, pattern: str) -> int:
+    """Stop training the parameters whose names match ``pattern``; returns how many; none is an error."""
+    import re
+
+    try:
+        regex = re.compile(pattern)
+    except re.error as err:
+        raise BadInputError(f"freeze: '{pattern}' is not a regular expression ({err})") from err
+    frozen = [p for name, p in model.named_parameters() if regex.search(name)]
+    if not frozen or len(frozen) == len(list(model.parameters())):
+        raise BadInputError(f"freeze: '{pattern}' matches {'no' if not frozen else 'every'} parameter of the model")
+    for p in frozen:
+        p.requires_grad_(False)
+    return len(frozen)
+
+
 def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: datasets.Dataset | None = None):
     """Build the trainer, train, save to ``training_args.output_dir``; returns the trainer.
     ``dataset`` (rows with the task's columns) replaces ``script_args.dataset``."""
@@ -128,8 +148,19 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
     model = AutoModelForCausalLM.from_pretrained(
         model_args.model_name_or_path, dtype=dtype or "auto",
         attn_implementation=model_args.attn_implementation or "sdpa")
+    if script_args.freeze:
+        frozen = freeze_parameters(model, script_args.freeze)
+        print(f"rl.grpo: froze {frozen} parameter tensors matching '{script_args.freeze}'")
     trainer = GRPOTrainer(model=model, reward_funcs=reward_functions(script_args), args=training_args,
                           train_dataset=ds, processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    if script_args.ref_model and training_args.beta:
+        # TRL takes π_ref from the starting policy; a staged run keeps its original model instead.
+        ref = AutoModelForCausalLM.from_pretrained(script_args.ref_model, dtype=dtype or "auto",
+                                                   attn_implementation=model_args.attn_implementation or "sdpa")
+        from trl.trainer.utils import add_fused_lm_head  # TRL's own patch of its reference models
+
+        add_fused_lm_head(ref, temperature=trainer.temperature, cast_lm_head_to_fp32=training_args.cast_lm_head_to_fp32)
+        trainer.ref_model = trainer.accelerator.prepare_model(ref.eval(), evaluation_mode=True)
     trainer.train()
     if script_args.merge_lora and model_args.use_peft:
         trainer.accelerator.wait_for_everyone()

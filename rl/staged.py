@@ -45,7 +45,7 @@ def run_grpo(argv: Sequence[str], dataset: datasets.Dataset | None = None):
 def warmup(model: str, pool: datasets.Dataset, out_dir: str | os.PathLike, *, task: str = "gsm8k",
            samples: int = 300, steps: int | None = None, num_generations: int = 8,
            max_completion_length: int = 256, seed: int = 0, recipe: str | os.PathLike | None = None,
-           use_cpu: bool | None = None) -> Path:
+           use_cpu: bool | None = None, **grpo_fields: Any) -> Path:
     """A short GRPO run with LoRA on ``samples`` random rows of ``pool`` (paper: 300 for GSM8K);
     returns the adapter folder (θ_s; its base model is π_ref when scoring). TRL seeds the adapter
     init, the subset and the sampling from ``seed``. The folder appears whole (written beside it by
@@ -61,7 +61,8 @@ def warmup(model: str, pool: datasets.Dataset, out_dir: str | os.PathLike, *, ta
     fields = dict(model_name_or_path=model, task=task, subset=samples, subset_seed=seed, max_steps=steps, seed=seed,
                   use_peft="true", num_generations=None if recipe else num_generations,
                   per_device_train_batch_size=None if recipe else 2 * num_generations,
-                  max_completion_length=None if recipe else max_completion_length, use_cpu=use_cpu)
+                  max_completion_length=None if recipe else max_completion_length, use_cpu=use_cpu,
+                  **grpo_fields)  # e.g. answer_mode (the verifier the scoring uses), beta
     key = digest(model_fingerprint(model), json.dumps(grpo_argv(recipe, **fields)),
                  Path(recipe).read_text() if recipe else "", *(json.dumps(row, default=str) for row in pool))
     marker = out_dir / "warmup.json"
@@ -86,7 +87,8 @@ def staged(model: str, pool: datasets.Dataset, stages: Sequence[int], out_dir: s
            seed: int = 0, use_cpu: bool | None = None, progress: bool = True,
            first_scorer: str | os.PathLike | None = None) -> list[dict[str, Any]]:
     """Stage s: score the remaining pool with the current policy (stage 0: ``first_scorer``, e.g.
-    the warmup adapter, when given), select ``stages[s]`` rows by
+    the warmup adapter, when given; later stages against the run's reference policy, ``model``, which
+    every stage's GRPO also keeps as π_ref), select ``stages[s]`` rows by
     ``method``, train GRPO on them from the current policy (LoRA merged into the saved model), and
     continue from it. Writes ``stage<s>/selected.jsonl`` and ``stage<s>/policy``; returns a summary."""
     from curate import learnalign
@@ -103,7 +105,10 @@ def staged(model: str, pool: datasets.Dataset, stages: Sequence[int], out_dir: s
     policy, summary = str(model), []
     for s, n in enumerate(stages):
         scorer = str(first_scorer) if s == 0 and first_scorer else policy
-        scored = learnalign.score(remaining, scorer, config, cache_dir=cache_dir, device=device, progress=progress)
+        # Later stages score the current policy against the run's reference (the original model),
+        # the π_ref of the KL term GRPO keeps training against, not the policy itself.
+        scored = learnalign.score(remaining, scorer, config, cache_dir=cache_dir, device=device, progress=progress,
+                                  reference=None if scorer != policy or s == 0 else str(model))
         chosen = learnalign.select(scored, n, method, seed=seed + s)
         stage_dir = out_dir / f"stage{s}"
         save_dataset(chosen, stage_dir / "selected.jsonl")
@@ -112,7 +117,7 @@ def staged(model: str, pool: datasets.Dataset, stages: Sequence[int], out_dir: s
                          num_generations=None if recipe else config.num_rollouts,
                          per_device_train_batch_size=None if recipe else 2 * config.num_rollouts,
                          max_completion_length=None if recipe else config.max_new_tokens or 256,
-                         use_cpu=use_cpu)
+                         use_cpu=use_cpu, ref_model=str(model) if s > 0 else None)
         run_grpo(argv, chosen)
         policy = str(stage_dir / "policy")
         picked = set(chosen["pool_index"])

@@ -85,6 +85,28 @@ def test_paired_bootstrap_matches_the_exact_bootstrap_distribution():
     assert result["mean_diff"] == pytest.approx(d.mean())
 
 
+def test_scores_get_a_sign_flip_p_value_by_hand():
+    # Sampled accuracy: per-problem shares of k samples right (not 0/1), so McNemar does not apply.
+    # Five problems: the p-value by enumerating all 2^5 sign patterns of the differences, by hand.
+    # Kills a McNemar on scores (it counts only the exact 0/1 pairs) and a one-sided test.
+    a = np.array([[0.75, 0.5, 1.0, 0.25, 0.5]])
+    b = np.array([[0.25, 0.5, 0.5, 0.5, 0.0]])
+    d = (a - b)[0]
+    flips = [abs(np.mean([s * x for s, x in zip(signs, d)])) for signs in itertools.product((1, -1), repeat=5)]
+    by_hand = np.mean([f >= abs(d.mean()) - 1e-12 for f in flips])
+    result = paired_comparison(a, b, n_boot=10000, seed=0)
+    assert result["p_value"] == pytest.approx(by_hand) and 0 < by_hand < 1
+    assert result["mean_diff"] == pytest.approx(d.mean())
+    # Many problems: seeded random flips, close to a normal approximation's two-sided p.
+    rng = np.random.default_rng(3)
+    big_a, big_b = rng.uniform(0, 1, (2, 400)) + 0.03, rng.uniform(0, 1, (2, 400))
+    from scipy.stats import ttest_rel
+
+    p = paired_comparison(np.clip(big_a, 0, 1), big_b, n_boot=20000)["p_value"]
+    reference = ttest_rel(np.clip(big_a, 0, 1).mean(0), big_b.mean(0)).pvalue
+    assert p == pytest.approx(reference, abs=0.03)
+
+
 def test_an_effect_needs_the_interval_and_every_seed():
     strong = paired_comparison([[1] * 40 + [0] * 10] * 3, [[0] * 10 + [1] * 10 + [0] * 30] * 3)
     assert strong["effect"] and strong["ci95"][0] > 0

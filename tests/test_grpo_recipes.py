@@ -55,3 +55,22 @@ def test_bad_reward_and_task_names_are_refused():
         grpo.GRPOScriptArguments(rewards="correct,nonsense")
     with pytest.raises(BadInputError, match="unknown task"):
         grpo.GRPOScriptArguments(task="nope")
+
+
+def test_freeze_stops_exactly_the_matching_parameters():
+    # Kills a freeze that matches from the start of the name only (re.match) or that leaves the
+    # matching tensors trainable; a pattern matching nothing (or everything) is a mistake, not a no-op.
+    import torch
+
+    from eval.errors import BadInputError
+
+    model = torch.nn.ModuleDict({"embed_tokens": torch.nn.Embedding(4, 2),
+                                 "layers": torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])})
+    assert grpo.freeze_parameters(model, r"embed_tokens|layers\.0\.") == 3
+    trainable = sorted(name for name, p in model.named_parameters() if p.requires_grad)
+    assert trainable == ["layers.1.bias", "layers.1.weight"]
+    for pattern in ("nothing_here", "."):
+        with pytest.raises(BadInputError, match="freeze"):
+            grpo.freeze_parameters(torch.nn.Linear(2, 2), pattern)
+    with pytest.raises(BadInputError, match="not a regular expression"):
+        grpo.freeze_parameters(model, "(")

@@ -194,9 +194,15 @@ def test_batched_features_equal_one_backward_per_sample(lora_model):
     torch.testing.assert_close(fast, slow, rtol=1e-3, atol=1e-6)
 
 
-def test_features_are_the_projected_gradient_of_the_grpo_loss(lora_model):
-    """The GRPO loss written out from full logits: -(1/G) Σ_g mean_t (Â_g + β(π_ref/π - 1)) log π."""
+# Kills a surrogate that aggregates tokens another way than the trainer's loss: "grpo" averages each
+# sequence over its own tokens, "dapo" (TRL's default) weighs every token alike (rollouts of
+# different lengths here, so the two differ).
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_features_are_the_projected_gradient_of_the_grpo_loss(lora_model, loss_type):
+    """The GRPO loss written out from full logits: -(1/Z) Σ_g Σ_t (Â_g + β(π_ref/π - 1)) log π with
+    Z = G |o_g| (grpo) or G (dapo: the batch's token count, a constant per prompt)."""
     model, config = lora_model
+    config = dataclasses.replace(config, loss_type=loss_type)
     group = _groups(seed=5, n=1, g=5)[0]
     layers = prepare_lora(model, config)
     adv = (torch.tensor(group.rewards) - torch.tensor(group.rewards).mean()) / (torch.tensor(group.rewards).std() + 1e-4)
@@ -215,7 +221,9 @@ def test_features_are_the_projected_gradient_of_the_grpo_loss(lora_model):
                 torch.arange(len(completion)), torch.tensor(completion)]
             model.enable_adapters()
         coeff = adv[g] + config.beta * (torch.exp(ref - logp.detach()) - 1)
-        total = total - (coeff * logp).mean() / len(group.completion_ids)
+        per_sequence = (coeff * logp).mean() if loss_type == "grpo" else (coeff * logp).sum()
+        total = total - per_sequence / len(group.completion_ids)
+    assert len({len(c) for c in group.completion_ids if c}) > 1  # lengths differ: the aggregations differ
     total.backward()
     sketch = CountSketch([m.weight.numel() for _, m in layers], config.projection_dim, config.seed)
     by_hand = sketch.project([m.weight.grad.reshape(1, -1) for _, m in layers])
@@ -229,6 +237,20 @@ def test_features_are_the_projected_gradient_of_the_grpo_loss(lora_model):
 # the learnable rows only instead of all n, or computes its own formula that drifts from
 # alignment_scores. Rollouts and gradients are real (tiny model, fresh LoRA); only the verifier is
 # a stand-in, so p spreads over (0, 1).
+# Kills a scorer that ignores an explicit reference policy (a staged run's original model) and
+# takes π_ref from the adapters-off model regardless: with the policy itself as π_ref the KL
+# coefficient β(π_ref/π - 1) vanishes, so the features equal those with β = 0, which the
+# adapters-off reference (a moved LoRA here) does not give.
+def test_an_explicit_reference_policy_sets_the_kl_term(lora_model):
+    model, config = lora_model
+    groups = _groups(seed=9, n=3, g=4)
+    no_kl = batched_features(model, groups, dataclasses.replace(config, beta=0.0), pad_id=0, progress=False)
+    itself = batched_features(model, groups, config, pad_id=0, progress=False, reference=model)
+    adapters_off = batched_features(model, groups, config, pad_id=0, progress=False)
+    torch.testing.assert_close(itself, no_kl, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(adapters_off, no_kl, rtol=1e-3, atol=1e-6)
+
+
 def test_score_on_mixed_rewards_equals_the_n_by_n_definition(tiny_model_dir, gsm8k_dir, monkeypatch):
     from eval.data import load_data
 
@@ -253,7 +275,11 @@ def test_score_on_mixed_rewards_equals_the_n_by_n_definition(tiny_model_dir, gsm
     v = torch.as_tensor(p * (1 - p))
     by_definition = (v[:, None] * v[None, :] * cos).mean(1)  # S_ij = V_i V_j cos(g_i, g_j), Avg_i = mean_j
     np.testing.assert_allclose(scored["score"], by_definition.numpy(), rtol=1e-4, atol=1e-8)
-    np.testing.assert_allclose(scored["gradient_score"], cos.mean(1).numpy(), rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(scored["gradient_cosine_score"], cos.mean(1).numpy(), rtol=1e-4, atol=1e-7)
+    # The plain gradient alignment (the paper's norm-sensitive baseline): raw dot products, so a row's
+    # gradient norm scales its score (kills a "gradient" column computed from the unit gradients).
+    np.testing.assert_allclose(scored["gradient_score"], (g @ g.T).mean(1).numpy(), rtol=1e-3, atol=1e-8)
+    assert not np.allclose(scored["gradient_score"], scored["gradient_cosine_score"])
     assert np.ptp(scored["score"]) > 0
 
 
@@ -321,10 +347,16 @@ def test_grpo_trains_on_the_selection(pipeline, tiny_model_dir, tmp_path):
     assert (tmp_path / "grpo" / "adapter_model.safetensors").exists()
 
 
-def test_two_stage_run_rescores_the_rest_of_the_pool(tiny_model_dir, gsm8k_dir, tmp_path):
+def test_two_stage_run_rescores_the_rest_of_the_pool(tiny_model_dir, gsm8k_dir, tmp_path, monkeypatch):
     from eval.data import load_data
+    from rl import grpo
     from rl.staged import staged
 
+    references, ref_models = [], []
+    score = learnalign.score
+    monkeypatch.setattr(learnalign, "score", lambda *a, **k: references.append(k.get("reference")) or score(*a, **k))
+    train = grpo.train
+    monkeypatch.setattr(grpo, "train", lambda s, *a, **k: ref_models.append(s.ref_model) or train(s, *a, **k))
     pool = load_data(str(gsm8k_dir / "train.jsonl"), limit=16)
     config = learnalign.LearnAlignConfig(num_rollouts=4, max_new_tokens=12, backend="hf",
                                          gradients=GradientConfig(projection_dim=256))
@@ -336,6 +368,8 @@ def test_two_stage_run_rescores_the_rest_of_the_pool(tiny_model_dir, gsm8k_dir, 
     for s in summary:
         assert (Path(s["policy"]) / "model.safetensors").exists()  # LoRA merged: the next stage's policy
     assert json.loads((tmp_path / "stages.json").read_text()) == summary
+    # Stage 1 keeps the run's reference policy (the original model) for its scores and its GRPO.
+    assert references == [None, str(tiny_model_dir)] and ref_models == [None, str(tiny_model_dir)]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -419,9 +453,23 @@ def test_pool_without_learnable_rows_warns_and_reports(caplog):
     report = learnalign.report(ds, chosen, "learnalign")
     assert report["learnable_rows"] == 0 and report["warning"] == learnalign.NO_LEARNABLE_ROWS
     caplog.clear()
-    learnable = ds.remove_columns("success_rate").add_column("success_rate", [0.0, 0.5, 0.0, 1.0])
+    learnable = ds.remove_columns(["success_rate", "score"]).add_column("success_rate", [0.0, 0.5, 0.0, 1.0])
+    learnable = learnable.add_column("score", [0.0, 0.3, 0.1, 0.0])  # two positive scores for n = 2
     report = learnalign.report(learnable, learnalign.select(learnable, 2, "learnalign"), "learnalign")
     assert report["learnable_rows"] == 1 and "warning" not in report and not caplog.records
+
+
+# Kills a report that hides a selection reaching past the positive LearnAlign scores.
+def test_report_says_when_n_exceeds_the_positive_scores():
+    import datasets
+
+    ds = datasets.Dataset.from_dict({"score": [0.3, 0.0, -0.1, 0.2], "response_tokens": [3.0, 4.0, 5.0, 6.0],
+                                     "success_rate": [0.5, 0.0, 0.25, 0.75]})
+    report = learnalign.report(ds, learnalign.select(ds, 3, "learnalign"), "learnalign")
+    assert report["positive_scores"] == 2 and report["selected_beyond_positive"] == 1
+    assert "exceeds the 2 rows with a positive" in report["warning"]
+    report = learnalign.report(ds, learnalign.select(ds, 2, "learnalign"), "learnalign")
+    assert report["selected_beyond_positive"] == 0 and "warning" not in report
 
 
 def test_baselines_rank_by_their_own_column():
@@ -431,12 +479,14 @@ def test_baselines_rank_by_their_own_column():
 
     ds = datasets.Dataset.from_dict({
         "score": [0.1, 0.4, 0.0, 0.2], "learnability": [0.25, 0.1875, 0.0, 0.2344],
-        "gradient_score": [0.3, 0.1, 0.9, 0.2], "response_tokens": [10.0, 50.0, 20.0, 5.0],
+        "gradient_score": [0.3, 0.1, 0.9, 0.2], "gradient_cosine_score": [0.1, 0.8, 0.2, 0.7],
+        "response_tokens": [10.0, 50.0, 20.0, 5.0],
         "ifd": [0.9, 1.2, 0.95, 0.5], "success_rate": [0.5, 0.25, 1.0, 0.375]})
     pick = lambda method, n=2: sorted(learnalign.select(ds, n, method)["response_tokens"])  # noqa: E731
     assert pick("learnalign") == [5.0, 50.0]  # rows 1 (score 0.4) and 3 (0.2)
     assert pick("learnability") == [5.0, 10.0]
     assert pick("gradient") == [10.0, 20.0]
+    assert pick("gradient_cosine") == [5.0, 50.0]
     assert pick("length") == [20.0, 50.0]
     assert pick("ifd") == [10.0, 20.0]  # IFD >= 1 is never picked
     assert learnalign.select(ds, 3, "random", seed=4)["score"] == learnalign.select(ds, 3, "random", seed=4)["score"]

@@ -21,13 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--sft-steps", type=int, help="override the preset's SFT steps")
     demo.add_argument("--grpo-steps", type=int, help="override the preset's GRPO steps per arm")
     demo.add_argument("--device", help="override the preset's device (cpu, cuda, auto)")
-    demo.set_defaults(func=run_demo, positive=("sft_steps", "grpo_steps"))
+    demo.add_argument("--workers", type=int, help="GRPO arms trained in parallel (default: the preset's)")
+    demo.set_defaults(func=run_demo, positive=("sft_steps", "grpo_steps", "workers"))
 
 
 def run_demo(args: argparse.Namespace) -> int:
     from curate import demo
 
-    preset = demo.preset_with(args.preset, sft_steps=args.sft_steps, grpo_steps=args.grpo_steps, device=args.device)
+    preset = demo.preset_with(args.preset, sft_steps=args.sft_steps, grpo_steps=args.grpo_steps, device=args.device,
+                              workers=args.workers)
     report = demo.run(preset, args.out, seed=args.seed)
     print()
     print(demo.markdown(report))

@@ -64,7 +64,7 @@ def register_learnalign(methods: argparse._SubParsersAction) -> None:
     la.add_argument("--out", required=True, help="output folder")
     la.add_argument("--task", default="gsm8k", help="eval task: prompts and verifier (default: gsm8k)")
     la.add_argument("--method", default="learnalign",
-                    choices=["learnalign", "random", "ifd", "length", "learnability", "gradient"],
+                    choices=["learnalign", "random", "ifd", "length", "learnability", "gradient", "gradient_cosine"],
                     help="learnalign, or a baseline (default: learnalign)")
     la.add_argument("--num-rollouts", type=int, default=8, help="G rollouts per prompt (default: 8)")
     la.add_argument("--temperature", type=float, default=1.0, help="(default: 1.0)")

@@ -103,9 +103,16 @@ def load(options: TaskOptions) -> datasets.Dataset:
     return gsm8k.numeric_rows(ds, "arith")
 
 
+@functools.cache
+def _fewshot_pool() -> tuple[tuple[str, str], ...]:
+    train = default_split("train")
+    return tuple(zip(train["question"], train["answer"]))
+
+
 def build_prompt(row: dict[str, Any], tokenizer: Any, options: TaskOptions) -> str:
-    pool = list(zip(default_split("train")["question"], default_split("train")["answer"]))
-    return gsm8k.build_prompt(row, tokenizer, options, pool=pool if options.num_fewshot else None)
+    # The few-shot pool is built once, and only when asked for (reading 2000 rows per prompt was
+    # most of an evaluation's time).
+    return gsm8k.build_prompt(row, tokenizer, options, pool=_fewshot_pool() if options.num_fewshot else None)
 
 
 # The strict verifier ("lines"): the final answer, and every equation line the one the question implies.
@@ -113,6 +120,12 @@ _START = re.compile(r"^(\w+) has (\d+) (\w+)\.")
 _STEP = [(re.compile(re.escape(t).replace(r"\{who\}", r"\w+").replace(r"\{n\}", r"(\d+)")), op)
          for templates, op in ((ADD, "+"), (SUB, "-")) for t in templates]
 _EQUATION = re.compile(r"(-?\d+)\s*([+\-])\s*(-?\d+)\s*=\s*(-?\d+)")
+
+
+def question_item(question: str) -> str | None:
+    """What a problem counts ("apples", ...), or None if it is not one of this task's questions."""
+    start = _START.match(question)
+    return start.group(3) if start else None
 
 
 def expected_lines(question: str) -> list[str] | None:
