@@ -32,9 +32,7 @@ def main() -> None:
     rows = [[c["a"], c["b"], c["n"], round(100 * c["mean_diff"], 2),
              f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]", round(c["p_value"], 4),
              "yes" if c["effect"] else "no"] for c in result["comparisons"]]
-    extra = {"preset": result["preset"], "start_accuracy": start, "pool_success_rate": result["pool_success_rate"],
-             "runs": result["runs"], "table": result["table"], "comparisons": result["comparisons"],
-             "seconds": result["seconds"], "wall_seconds_this_call": round(wall, 1)}
+    extra = {**{k: v for k, v in result.items() if k != "files"}, "wall_seconds_this_call": round(wall, 1)}
     common.report(f"demo_{args.preset}", f"python benchmarks/demo.py --preset {args.preset} --out {args.out}",
                   ["a", "b", "N", "mean diff (points)", "95% interval", "p", "effect"], rows, extra, args.json)
     print(f"\nstart accuracy {100 * start:.1f}%; seconds per stage {result['seconds']}")

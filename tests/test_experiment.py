@@ -128,3 +128,29 @@ def test_a_demo_folder_refuses_another_preset(tmp_path):
         _claim(tmp_path, preset_with("smoke", sft_steps=31), 0)
     with pytest.raises(BadInputError, match="another preset or seed"):
         _claim(tmp_path, PRESETS["smoke"], 1)
+
+
+def test_sft_demonstrations_slip_only_where_the_preset_says(tmp_path):
+    # The demo's systematic SFT error: for the chosen items about half of the answers end one too
+    # high, the worked lines untouched; other items, and the pool and test splits, stay clean.
+    # Kills a slip applied to every item, to the pool/test splits, or to the worked lines.
+    from curate.demo import make_data, preset_with
+    from eval.data import load_data
+    from eval.tasks import get_task
+    from eval.tasks.arith import question_item
+
+    preset = preset_with("smoke", sft_problems=2000)
+    paths = make_data(preset, tmp_path)
+    slipped_by_item: dict[bool, list[bool]] = {True: [], False: []}
+    for row in load_data(str(paths["sft"])):
+        body, _, final = row["answer"].rpartition("#### ")
+        last = int(body.strip().splitlines()[-1].split("=")[-1])
+        assert [line for line in body.strip().splitlines()] == expected_lines(row["question"])
+        assert int(final) == last + int(row["slipped"])
+        slipped_by_item[question_item(row["question"]) in preset.sft_noise_items].append(row["slipped"])
+    assert not any(slipped_by_item[False])
+    assert abs(np.mean(slipped_by_item[True]) - preset.sft_noise_rate) < 0.07 and len(slipped_by_item[True]) > 300
+    for split in ("pool", "test"):
+        rows = get_task("arith").rows_from(load_data(str(paths[split])))
+        judged = verify(list(rows), [[r["answer"]] for r in rows], TaskOptions(answer_mode="lines"))
+        assert all(v[0].correct for v in judged) and "slipped" not in rows.column_names

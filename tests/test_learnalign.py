@@ -237,16 +237,22 @@ def test_features_are_the_projected_gradient_of_the_grpo_loss(lora_model, loss_t
 # the learnable rows only instead of all n, or computes its own formula that drifts from
 # alignment_scores. Rollouts and gradients are real (tiny model, fresh LoRA); only the verifier is
 # a stand-in, so p spreads over (0, 1).
-# Kills a scorer that ignores an explicit reference policy (a staged run's original model) and
-# takes π_ref from the adapters-off model regardless: with the policy itself as π_ref the KL
-# coefficient β(π_ref/π - 1) vanishes, so the features equal those with β = 0, which the
-# adapters-off reference (a moved LoRA here) does not give.
+# Kills a scorer that ignores an explicit reference policy (a staged run's original model), taking
+# π_ref from the policy or from its adapters-off self regardless: a separate copy of the base model
+# as π_ref must give the adapters-off features, the policy itself as π_ref the β = 0 ones (the KL
+# coefficient β(π_ref/π - 1) vanishes), and the two differ (a moved LoRA here).
 def test_an_explicit_reference_policy_sets_the_kl_term(lora_model):
+    import copy
+
     model, config = lora_model
     groups = _groups(seed=9, n=3, g=4)
+    base = copy.deepcopy(model)
+    base.disable_adapters()  # a separate model object: the base policy
     no_kl = batched_features(model, groups, dataclasses.replace(config, beta=0.0), pad_id=0, progress=False)
-    itself = batched_features(model, groups, config, pad_id=0, progress=False, reference=model)
     adapters_off = batched_features(model, groups, config, pad_id=0, progress=False)
+    separate_base = batched_features(model, groups, config, pad_id=0, progress=False, reference=base)
+    itself = batched_features(model, groups, config, pad_id=0, progress=False, reference=model)
+    torch.testing.assert_close(separate_base, adapters_off, rtol=1e-4, atol=1e-7)
     torch.testing.assert_close(itself, no_kl, rtol=1e-4, atol=1e-7)
     assert not torch.allclose(adapters_off, no_kl, rtol=1e-3, atol=1e-6)
 

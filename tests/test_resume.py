@@ -138,6 +138,7 @@ def micro_preset():
                       sft_problems=100, sft_steps=2, sft_batch_size=16, pool_size=6, test_size=4, num_rollouts=4,
                       max_new_tokens=8, projection_dim=128, score_chunk_size=3, ns=(2,), seeds=(0,),
                       arms=("learnalign",), grpo_steps=1, grpo_prompts_per_step=2, warmup_steps=0, workers=1, grpo_freeze=None,
+                      grpo_warmup_steps=0,
                       gate_max_p0=1.0, gate_max_p1=1.0, gate_min_learnable=0.0)  # resume, not learning
 
 
