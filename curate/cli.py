@@ -72,7 +72,7 @@ def check_shared_options(args: argparse.Namespace) -> None:
 
         check_model_path(args.model, "--model")
     if getattr(args, "device", None) not in (None, "auto"):
-        from eval.modeling import check_device
+        from eval.device import check_device
 
         check_device(args.device, "--device")
 

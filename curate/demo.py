@@ -22,7 +22,7 @@ tiny model and SFT from 0, warmup and scoring from 0, each GRPO run from its see
 demo gives the results of an uninterrupted one.
 
 Not in the demo (see the README): real models and datasets (``curate select learnalign`` and the
-recipes do that), staged RL (:mod:`rl.staged`), and a distractor template absent from the test split.
+recipes do that), staged RL (:mod:`curate.staged`), and a distractor template absent from the test split.
 """
 from __future__ import annotations
 
@@ -192,7 +192,7 @@ def _sft_argv(preset: DemoPreset, data: dict[str, Path], init: Path, model_dir: 
 def scoring_policy(preset: DemoPreset, pool, model_dir: Path, out: Path) -> Path:
     """θ_s: the SFT model after LearnAlign's warmup (a short LoRA GRPO run on random pool rows, with
     the arms' verifier and β), or the SFT model itself when ``warmup_steps`` is 0."""
-    from rl.staged import warmup
+    from rl.runs import warmup
 
     if preset.warmup_steps <= 0:
         return model_dir
@@ -232,7 +232,7 @@ def train_arm(preset: DemoPreset, model_dir: Path, train_rows, out_dir: Path, se
     """GRPO from the SFT model on ``train_rows``: the same steps and rollouts for every arm."""
     from eval.cache import kill_point
     from eval.io import atomic_dir
-    from rl.staged import run_grpo
+    from rl.runs import run_grpo
 
     if (out_dir / "model.safetensors").exists():
         return out_dir
@@ -243,7 +243,7 @@ def train_arm(preset: DemoPreset, model_dir: Path, train_rows, out_dir: Path, se
 
 
 def _grpo_argv(preset: DemoPreset, model_dir: Path, out_dir: Path, seed: int) -> list[str]:
-    from rl.staged import grpo_argv
+    from rl.runs import grpo_argv
 
     return grpo_argv(None, model_name_or_path=model_dir, task="arith", chat="false", output_dir=out_dir,
                      use_peft="false", learning_rate=preset.grpo_learning_rate, max_steps=preset.grpo_steps,

@@ -8,7 +8,7 @@
 4. Score (Eq. 6-7): S_ij = V_i V_j cos(g_i, g_j), Avg_i = (1/n) Σ_j S_ij; keep the top N.
    Computed as Avg_i = V_i <ĝ_i, (1/n) Σ_j V_j ĝ_j> in O(n k) (:func:`alignment_scores`; the
    n x n definition is :func:`alignment_scores_naive`, and a test checks they agree).
-5. Staged RL (:mod:`rl.staged`): after a stage, re-score the rest of the pool with the new policy.
+5. Staged RL (:mod:`curate.staged`): after a stage, re-score the rest of the pool with the new policy.
 
 ``score`` adds the columns ``success_rate``, ``learnability``, ``score`` (Avg_i),
 ``gradient_score`` (the plain gradient alignment the paper improves on: <g_i, (1/n) Σ_j g_j> with
@@ -214,8 +214,8 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
 
     ``model`` is a folder or hub id; a folder with a LoRA adapter (e.g. :func:`warmup`'s output) is
     θ_s with the base model as π_ref; ``reference`` (a folder or hub id) names π_ref explicitly,
-    e.g. a staged run's original model when ``model`` is a later stage's policy. Rollouts and gradients are cached per chunk under
-    ``cache_dir`` (default ``~/.cache/curatekit``; ``False``: no cache), keyed by the model files,
+    e.g. a staged run's original model when ``model`` is a later stage's policy. Rollouts and
+    gradients are cached per chunk under ``cache_dir`` (default ``~/.cache/curatekit``; ``False``: no cache), keyed by the model files,
     the prompts and the settings, so an interrupted run resumes. Under ``accelerate launch`` every
     rank scores its own shard of the rows and the results are gathered.
     """

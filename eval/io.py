@@ -136,6 +136,9 @@ def check_output(path: str | os.PathLike, flag: str = "--out", kind: str = "dir"
     """:func:`check_writable_dir` for a folder output, or for a file output's folder (and the file
     must not be a folder)."""
     path = Path(path).expanduser()
+    if kind == "dataset" and path.suffix and path.suffix.lower() not in DATA_FILE_SUFFIXES:
+        raise BadInputError(f"{flag} {path}: unknown data file suffix '{path.suffix}' (use "
+                            f"{', '.join(DATA_FILE_SUFFIXES)}, or no suffix for a save_to_disk folder)")
     if output_kind(path, kind) == "dir":
         return check_writable_dir(path, flag)
     if path.is_dir():

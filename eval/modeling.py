@@ -9,13 +9,11 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from eval.device import DTYPES, check_device, resolve_device, resolve_dtype  # noqa: F401 (re-exported)
 from eval.errors import BadInputError, first_line
 
 # Used when a tokenizer has no chat template (base models, raw tokenizers).
 PLAIN_TEMPLATE = "{system}Question: {prompt}\nAnswer:"
-
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
-          "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
 # A local model folder holds one of these configs and weights with one of these suffixes.
@@ -48,44 +46,6 @@ def check_model_path(name_or_path: str | os.PathLike, flag: str = "--model") -> 
         raise BadInputError(f"{flag} {path}: {config.name} names no model_type; not a model folder")
     if not any(p.name.endswith(WEIGHT_SUFFIXES) for p in path.iterdir()):
         raise BadInputError(f"{flag} {path}: no weights ({', '.join('*' + s for s in WEIGHT_SUFFIXES)})")
-
-
-def check_device(device: str, flag: str = "--device") -> None:
-    """Fail fast on a device name torch does not know, or CUDA asked for where there is none."""
-    if device == "auto":
-        return
-    try:
-        kind = torch.device(device).type
-    except RuntimeError as err:
-        raise BadInputError(f"{flag} {device}: unknown device (expected auto, cpu, cuda, cuda:N, mps, ...)") from err
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise BadInputError(f"{flag} {device}: no CUDA device is available")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as err:
-        raise BadInputError(f"unknown device '{device}': {err}") from err
-
-
-def resolve_dtype(dtype: str | torch.dtype = "auto", device: torch.device | None = None) -> torch.dtype:
-    """``auto`` is bf16 on a GPU that supports it, fp32 elsewhere (CPU half precision is slow)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype == "auto":
-        device = device or resolve_device()
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in DTYPES:
-        raise BadInputError(f"unknown dtype '{dtype}'; choose one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def load_tokenizer(

@@ -191,6 +191,13 @@ MUTANTS: list[Mutant] = [
            "return float((np.abs((signs * d).mean(1)) >= observed).mean())",
            "return float(((signs * d).mean(1) >= observed).mean())",
            ("tests/test_experiment.py::test_scores_get_a_sign_flip_p_value_by_hand",)),
+    # -- layers -----------------------------------------------------------------------------------
+    Mutant("layers-vision-device-through-transformers", "vision/train.py",
+           "from eval.device import resolve_device", "from eval.modeling import resolve_device",
+           ("tests/test_layers.py::test_vision_loads_neither_transformers_nor_trl",)),
+    Mutant("layers-rl-imports-the-selectors", "rl/runs.py",
+           "    from rl.grpo import parse, train\n", "    from rl.grpo import parse, train\n    from curate import baselines  # noqa: F401\n",
+           ("tests/test_layers.py::test_the_package_graph_has_no_cycle_and_no_forbidden_edge",)),
     # -- vision ---------------------------------------------------------------------------------
     Mutant("dpc-plain-softmax", "vision/methods/dpc.py",
            "    num_classes = logits.shape[-1]\n    alpha = torch.exp(logits) + constant\n",

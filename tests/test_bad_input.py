@@ -53,6 +53,8 @@ CASES = {
                                      "--model {in}/notmodel: not a model folder (no config.json)"),
     "cdas null answer": case("curate", "select cdas --dataset {in}/null_answer.jsonl --model {model} --out {out}",
                              "response column 'answer' row 3: expected a string, got None"),
+    "cdas --out unknown suffix": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} "
+                                      "--out {out}/sel.jsonlines", "unknown data file suffix '.jsonlines'"),
     "cdas --num-clusters 0": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} --out {out} "
                                   "--num-clusters 0", "--num-clusters must be a positive integer, got 0"),
     # curate select learnalign

@@ -342,7 +342,7 @@ def test_pipeline_rerun_reads_the_cache(pipeline):
 
 
 def test_grpo_trains_on_the_selection(pipeline, tiny_model_dir, tmp_path):
-    from rl.staged import grpo_argv, run_grpo
+    from rl.runs import grpo_argv, run_grpo
 
     out, _ = pipeline
     argv = grpo_argv(None, model_name_or_path=tiny_model_dir, task="gsm8k", dataset=out / "selected.jsonl",
@@ -356,7 +356,7 @@ def test_grpo_trains_on_the_selection(pipeline, tiny_model_dir, tmp_path):
 def test_two_stage_run_rescores_the_rest_of_the_pool(tiny_model_dir, gsm8k_dir, tmp_path, monkeypatch):
     from eval.data import load_data
     from rl import grpo
-    from rl.staged import staged
+    from curate.staged import staged
 
     references, ref_models = [], []
     score = learnalign.score

@@ -27,7 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from eval.errors import BadInputError
-from eval.modeling import resolve_device
+from eval.device import resolve_device
 from vision import rng
 from vision.backbones import build_backbone
 from vision.data import ImageData

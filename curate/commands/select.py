@@ -156,7 +156,7 @@ def run_learnalign(args: argparse.Namespace) -> int:
     out = Path(args.out)
     scorer = args.model
     if not args.no_warmup:
-        from rl.staged import warmup
+        from rl.runs import warmup
 
         samples = min(args.warmup_samples, len(ds))
         scorer = str(warmup(args.model, ds, out / "warmup", task=args.task, samples=samples, steps=args.warmup_steps,
