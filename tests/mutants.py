@@ -191,6 +191,9 @@ MUTANTS: list[Mutant] = [
            "return float((np.abs((signs * d).mean(1)) >= observed).mean())",
            "return float(((signs * d).mean(1) >= observed).mean())",
            ("tests/test_experiment.py::test_scores_get_a_sign_flip_p_value_by_hand",)),
+    Mutant("learnalign-warmup-never-reused", "rl/runs.py",
+           'if marker.exists() and json.loads(marker.read_text()).get("key") == key:', "if False:",
+           ("tests/test_learnalign.py::test_a_rerun_trains_no_warmup_and_samples_no_rollouts",)),
     # -- layers -----------------------------------------------------------------------------------
     Mutant("layers-vision-device-through-transformers", "vision/train.py",
            "from eval.device import resolve_device", "from eval.modeling import resolve_device",

@@ -25,6 +25,17 @@ def test_help_lists_commands():
     assert "data" in result.stdout and "model" in result.stdout
 
 
+def test_eval_data_help_names_each_tasks_own_default(capsys):
+    # `eval arith --data` once said its default was GSM8K; each task's help names its own data.
+    helps = {}
+    for task in ("gsm8k", "arith"):
+        with pytest.raises(SystemExit):
+            main(["eval", task, "--help"])
+        text = capsys.readouterr().out
+        helps[task] = " ".join(text[text.index("\n  --data DATA"):text.index("\n  --split")].split())
+    assert "GSM8K" in helps["gsm8k"] and "GSM8K" not in helps["arith"] and "500 test" in helps["arith"]
+
+
 def test_inspect_gsm8k_with_tiny_tokenizer(gsm8k_dir, tiny_model_dir, tmp_path):
     out = tmp_path / "report.json"
     result = run_cli("data", "inspect", str(gsm8k_dir / "test.jsonl"), "--tokenizer", str(tiny_model_dir),

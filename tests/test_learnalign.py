@@ -341,6 +341,22 @@ def test_pipeline_rerun_reads_the_cache(pipeline):
     assert before  # the warmup run's scores stay where they were
 
 
+# A finished run rerun as it was: every stage comes from its cache (the warmup adapter by its
+# inputs, the rollouts and gradients by theirs), so nothing is trained or sampled again. Kills a
+# warmup keyed by something that changes between runs (a time, a temporary path) and a rollout
+# cache that misses.
+def test_a_rerun_trains_no_warmup_and_samples_no_rollouts(pipeline, monkeypatch):
+    from eval.generation import HFGenerator
+    from rl import runs
+
+    out, argv = pipeline
+    before = {name: (out / name).read_text() for name in ("scored.jsonl", "selected.jsonl")}
+    monkeypatch.setattr(runs, "run_grpo", lambda *a, **k: pytest.fail("the rerun trained the warmup again"))
+    monkeypatch.setattr(HFGenerator, "generate", lambda *a, **k: pytest.fail("the rerun sampled rollouts again"))
+    assert curate_main(argv) == 0
+    assert {name: (out / name).read_text() for name in before} == before
+
+
 def test_grpo_trains_on_the_selection(pipeline, tiny_model_dir, tmp_path):
     from rl.runs import grpo_argv, run_grpo
 

@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         task.add_argument("--no-resume", dest="resume", action="store_false",
                           help="ignore cached generations in the output folder")
         if name in ("gsm8k", "arith"):
-            task.add_argument("--data", help="dataset file, folder or hub id (default: offline GSM8K, "
-                              "else openai/gsm8k)")
+            task.add_argument("--data", help="dataset file, folder or hub id (default: " + (
+                "offline GSM8K, else openai/gsm8k)" if name == "gsm8k" else
+                "the task's own generated split: 2000 train / 500 test problems from a fixed seed)"))
             task.add_argument("--split", default="test", help="(default: test)")
             task.add_argument("--num-fewshot", type=int, default=0,
                               help="worked examples from the train split before each question (default: 0)")
