@@ -25,8 +25,14 @@ DEFAULT_GRPO = {"use_peft": "true", "lora_r": "8", "lora_alpha": "16", "lora_tar
 
 
 def grpo_argv(recipe: str | os.PathLike | None, **fields: Any) -> list[str]:
-    """``rl.grpo`` arguments: the recipe (or the defaults) with ``fields`` on top (None: left out)."""
+    """``rl.grpo`` arguments: the recipe (or the defaults) with ``fields`` on top (None: left out).
+    Without a recipe and without CUDA, ``use_cpu`` defaults to true: TRL's own default (bf16) fails
+    on a CPU machine, and device ``auto`` there means the CPU in fp32."""
     merged = dict(fields) if recipe else {**DEFAULT_GRPO, **fields}
+    if not recipe and merged.get("use_cpu") is None:
+        import torch
+
+        merged["use_cpu"] = None if torch.cuda.is_available() else "true"
     argv = ["--config", str(recipe)] if recipe else []
     for key, value in merged.items():
         if isinstance(value, (list, tuple)):

@@ -194,6 +194,9 @@ MUTANTS: list[Mutant] = [
     Mutant("learnalign-warmup-never-reused", "rl/runs.py",
            'if marker.exists() and json.loads(marker.read_text()).get("key") == key:', "if False:",
            ("tests/test_learnalign.py::test_a_rerun_trains_no_warmup_and_samples_no_rollouts",)),
+    Mutant("grpo-runs-keep-trl-bf16-default-on-cpu", "rl/runs.py",
+           'merged["use_cpu"] = None if torch.cuda.is_available() else "true"', 'merged["use_cpu"] = None',
+           ("tests/test_learnalign.py::test_learnalign_without_a_device_flag_runs_on_a_cpu",)),
     # -- layers -----------------------------------------------------------------------------------
     Mutant("layers-vision-device-through-transformers", "vision/train.py",
            "from eval.device import resolve_device", "from eval.modeling import resolve_device",

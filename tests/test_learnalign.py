@@ -357,6 +357,19 @@ def test_a_rerun_trains_no_warmup_and_samples_no_rollouts(pipeline, monkeypatch)
     assert {name: (out / name).read_text() for name in before} == before
 
 
+# The README's example as written, without --device, on a machine with no GPU: device auto must
+# mean the CPU in fp32 for the warmup's GRPO too (TRL's bf16 default stopped it before).
+def test_learnalign_without_a_device_flag_runs_on_a_cpu(tiny_model_dir, gsm8k_dir, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU-only default")
+    out = tmp_path / "run"
+    assert curate_main(["select", "learnalign", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "8",
+                        "--model", str(tiny_model_dir), "--n", "2", "--out", str(out), "--num-rollouts", "2",
+                        "--max-new-tokens", "8", "--warmup-samples", "4", "--warmup-steps", "1",
+                        "--projection-dim", "128", "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert (out / "warmup" / "adapter_config.json").exists() and (out / "selected.jsonl").exists()
+
+
 def test_grpo_trains_on_the_selection(pipeline, tiny_model_dir, tmp_path):
     from rl.runs import grpo_argv, run_grpo
 
