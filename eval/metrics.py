@@ -93,7 +93,8 @@ def paired_comparison(a: Sequence[Sequence[bool]] | np.ndarray, b: Sequence[Sequ
       (two-sided); for scores in [0, 1] (e.g. the share of k samples right), a paired sign-flip
       permutation test on the seed-averaged per-problem differences (two-sided, ``n_boot`` seeded
       flips, exact when 2^problems <= ``n_boot``);
-    - ``per_seed``: the difference in each seed; ``effect``: True only when the interval excludes
+    - ``per_seed``: the difference in each seed; ``discordant``: (a right and b wrong, a wrong and b
+      right) pairs for 0/1 tables, None for scores; ``effect``: True only when the interval excludes
       0 and every seed's difference has its sign.
     """
     from scipy.stats import binomtest
@@ -107,8 +108,9 @@ def paired_comparison(a: Sequence[Sequence[bool]] | np.ndarray, b: Sequence[Sequ
     rng = np.random.default_rng(seed)
     boots = per_problem[rng.integers(0, len(per_problem), size=(n_boot, len(per_problem)))].mean(1)
     low, high = (float(x) for x in np.percentile(boots, [2.5, 97.5]))
+    binary = bool(np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all())
     wins, losses = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
-    if np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all():
+    if binary:
         p_value = binomtest(wins, wins + losses, 0.5).pvalue if wins + losses else 1.0
     else:
         p_value = sign_flip_p_value(per_problem, n_boot, seed)
@@ -116,5 +118,5 @@ def paired_comparison(a: Sequence[Sequence[bool]] | np.ndarray, b: Sequence[Sequ
     mean_diff = float(per_problem.mean())
     agree = bool(np.all(np.sign(per_seed) == np.sign(mean_diff))) and mean_diff != 0
     return {"mean_diff": mean_diff, "ci95": [low, high], "p_value": float(p_value),
-            "per_seed": [float(x) for x in per_seed], "discordant": [wins, losses],
+            "per_seed": [float(x) for x in per_seed], "discordant": [wins, losses] if binary else None,
             "effect": bool((low > 0 or high < 0) and agree)}

@@ -60,6 +60,17 @@ class GRPOScriptArguments:
         if unknown or not self.reward_names():
             raise BadInputError(f"rewards must be a comma-separated subset of {', '.join(REWARDS)}, "
                                 f"got '{self.rewards}'")
+        if self.freeze:
+            import re
+
+            try:
+                re.compile(self.freeze)
+            except re.error as err:
+                raise BadInputError(f"freeze: '{self.freeze}' is not a regular expression ({err})") from err
+        if self.ref_model:
+            from eval.modeling import check_model_path
+
+            check_model_path(self.ref_model, "ref_model")  # before any work, not after the policy loads
         for name in ("limit", "subset"):
             value = getattr(self, name)
             if value is not None and value < 1:

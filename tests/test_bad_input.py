@@ -132,6 +132,8 @@ CASES = {
                                          "output_dir {in}/afile/sub: {in}/afile is a file"),
     "grpo unknown reward": case("rl.grpo", [*SFT, "--rewards", "correct,style"],
                                 "rewards must be a comma-separated subset of correct, format, code_pass"),
+    "grpo --ref_model not a model": case("rl.grpo", [*SFT, "--ref_model", "{in}/notmodel"],
+                                         "ref_model {in}/notmodel: not a model folder (no config.json)"),
     "grpo integer answers": case("rl.grpo", [*SFT, "--dataset", "{in}/int_answer.jsonl"],
                                  "response column 'answer' row 0: expected a string, got 0"),
 }
