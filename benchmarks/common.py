@@ -35,7 +35,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def report(name: str, command: str, header: Sequence[str], rows: Sequence[Sequence[Any]],
            extra: dict[str, Any] | None = None, out: str | None = None) -> Path:
     """Print the table (Markdown, ready for benchmarks/README.md) and write the JSON report."""
-    from eval.io import atomic_write_json
+    from curate.core.io import atomic_write_json
 
     facts = machine()
     print(f"\n{name} - {facts['date']}, {facts['cpus']} CPUs"
@@ -61,8 +61,8 @@ def tiny_model_dir(folder: Path) -> Path:
     """The tiny model and tokenizer (trained on 1,000 GSM8K train rows), saved under ``folder``."""
     import json
 
-    from eval.data import default_data_dir
-    from eval.tiny import build_tiny_model
+    from curate.llm.data import default_data_dir
+    from curate.llm.tiny import build_tiny_model
 
     lines = (default_data_dir() / "gsm8k" / "train.jsonl").read_text().splitlines()[:1000]
     rows = [json.loads(line) for line in lines]
@@ -75,7 +75,8 @@ def build_model(shape: str, dtype: str, model_dir: str | Path):
     import torch
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from eval.modeling import load_tokenizer, resolve_device, resolve_dtype
+    from curate.core.device import resolve_device, resolve_dtype
+    from curate.llm.models import load_tokenizer
 
     if shape not in SHAPES:
         raise SystemExit(f"unknown shape '{shape}'; choose one of {', '.join(SHAPES)}")

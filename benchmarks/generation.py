@@ -26,10 +26,10 @@ def main() -> None:
 
     import torch
 
-    from eval.data import default_data_dir
-    from eval.generation import HFGenerator
-    from eval.modeling import load_model_and_tokenizer
-    from eval.tiny import build_tiny_model
+    from curate.llm.data import default_data_dir
+    from curate.llm.generation import HFGenerator
+    from curate.llm.models import load_model_and_tokenizer
+    from curate.llm.tiny import build_tiny_model
 
     data = default_data_dir() / "gsm8k"
     rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()[: args.prompts]]

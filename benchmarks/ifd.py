@@ -31,7 +31,7 @@ def main() -> None:
     import torch
 
     from curate.ifd import IFDConfig, ifd_reference, ifd_scores
-    from eval.data import default_data_dir
+    from curate.llm.data import default_data_dir
 
     rows = [json.loads(line) for line in
             (default_data_dir() / "gsm8k" / "train.jsonl").read_text().splitlines()[: args.samples]]

@@ -27,7 +27,7 @@ from common import SHAPES, build_model, report, tiny_model_dir
 
 def rollout_groups(tokenizer, prompts: int, rollouts: int, seed: int = 0):
     from curate.grad_features import RolloutGroup
-    from eval.data import default_data_dir
+    from curate.llm.data import default_data_dir
 
     rows = [json.loads(line) for line in
             (default_data_dir() / "gsm8k" / "train.jsonl").read_text().splitlines()[:prompts * rollouts]]

@@ -29,7 +29,7 @@ MODES = ("pad", "dynamic_pack", "bfd")
 
 def load_lengths_and_examples(dataset: str, tokenizer, limit: int) -> list[dict]:
     """Tokenized {input_ids, labels} (prompt masked) as SFTTrainer prepares them."""
-    from eval.data import default_data_dir
+    from curate.llm.data import default_data_dir
 
     if dataset == "gsm8k":
         rows = [json.loads(line) for line in
@@ -141,7 +141,7 @@ def main() -> None:
     if args.mode:
         return worker(args)
 
-    from eval.modeling import resolve_device, resolve_dtype
+    from curate.core.device import resolve_device, resolve_dtype
 
     device = resolve_device("auto")
     peak = args.peak_tflops or peak_matmul_tflops(device, resolve_dtype(args.dtype, device))

@@ -6,7 +6,7 @@ import math
 import datasets
 import numpy as np
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 
 def count_for_ratio(total: int, ratio: float) -> int:

@@ -24,9 +24,9 @@ import numpy as np
 
 from curate.baselines import count_for_ratio, select_random, select_top
 from curate.ifd import IFDConfig, ifd_scores
-from eval.cache import default_cache_dir, digest, kill_point, model_fingerprint, run_chunked
-from eval.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
-from eval.errors import BadInputError
+from curate.core.cache import default_cache_dir, digest, kill_point, model_fingerprint, run_chunked
+from curate.llm.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
+from curate.core.errors import BadInputError
 
 METHODS = ("cdas", "ifd", "length", "random")
 SCORE_COLUMNS = ("ifd", "ppl_answer", "ppl_conditioned", "cluster", "response_tokens", "skip_reason")
@@ -80,7 +80,7 @@ def score(ds: datasets.Dataset, model: Any, tokenizer: Any = None, config: CDASC
     prompts, answers = list(ds[prompt_col]), list(ds[response_col])
     model_id = None
     if isinstance(model, (str, os.PathLike)):
-        from eval.modeling import load_model_and_tokenizer
+        from curate.llm.models import load_model_and_tokenizer
 
         model_id = str(model)
         model, tokenizer = load_model_and_tokenizer(model, device=device, dtype=dtype, padding_side="right")
@@ -199,7 +199,7 @@ def plot_ifd(scored: datasets.Dataset, selected: datasets.Dataset, path: str | o
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from eval.io import save_png
+    from curate.core.io import save_png
 
     all_ifd = np.asarray(scored["ifd"], dtype=float)
     all_ifd = all_ifd[~np.isnan(all_ifd)]

@@ -36,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse, then run the command under the one error boundary (:func:`eval.errors.run_main`):
+    """Parse, then run the command under the one error boundary (:func:`curate.core.errors.run_main`):
     bad input exits 2 with one line on stderr, an interrupt 130, a bug 1 with its traceback."""
-    from eval.errors import run_main
+    from curate.core.errors import run_main
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -49,7 +49,7 @@ def run_command(args: argparse.Namespace) -> int:
     """Check the options commands share, then run the command; when bad input stops it, the
     ``--out`` it created is removed. Commands whose ``--out`` is a file (or a dataset: file or
     folder by suffix) say so with ``set_defaults(out_kind=...)``."""
-    from eval.io import guarded_output
+    from curate.core.io import guarded_output
 
     check_shared_options(args)
     if getattr(args, "out", None) is None:
@@ -61,18 +61,18 @@ def run_command(args: argparse.Namespace) -> int:
 def check_shared_options(args: argparse.Namespace) -> None:
     """Before any work: the integer options a command lists in ``set_defaults(positive=...)``,
     ``--model`` (a model folder, or a hub id) and ``--device``."""
-    from eval.errors import BadInputError
+    from curate.core.errors import BadInputError
 
     for name in getattr(args, "positive", ()):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise BadInputError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if getattr(args, "model", None):
-        from eval.modeling import check_model_path
+        from curate.llm.models import check_model_path
 
         check_model_path(args.model, "--model")
     if getattr(args, "device", None) not in (None, "auto"):
-        from eval.device import check_device
+        from curate.core.device import check_device
 
         check_device(args.device, "--device")
 

@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.tasks.arith import ArithConfig
-from eval.tiny import TinyModelConfig
+from curate.llm.tiny import TinyModelConfig
 
 ARMS = ("learnalign", "random", "learnability", "gradient", "gradient_cosine", "length")
 
@@ -121,7 +121,7 @@ PRESETS: dict[str, DemoPreset] = {
 
 def make_data(preset: DemoPreset, out: Path, seed: int = 0) -> dict[str, Path]:
     """Disjoint SFT, pool and test splits as jsonl files."""
-    from eval.data import save_dataset
+    from curate.llm.data import save_dataset
     from eval.tasks.arith import generate
 
     sizes = {"sft": preset.sft_problems, "pool": preset.pool_size, "test": preset.test_size}
@@ -160,10 +160,10 @@ def slip_answers(ds, items: tuple[str, ...], rate: float, seed: int):
 def train_sft(preset: DemoPreset, data: dict[str, Path], out: Path) -> Path:
     """The starting policy: a tiny Qwen2 trained from scratch with SFT (no chat template: plain
     "Question: ...\\nAnswer:" prompts, as the task uses)."""
-    from eval.cache import kill_point
-    from eval.data import load_data
-    from eval.io import atomic_dir
-    from eval.tiny import build_tiny_model
+    from curate.core.cache import kill_point
+    from curate.llm.data import load_data
+    from curate.core.io import atomic_dir
+    from curate.llm.tiny import build_tiny_model
     from sft import train as sft_train
 
     model_dir = out / "sft_model"
@@ -209,7 +209,7 @@ def score_pool(preset: DemoPreset, data: dict[str, Path], model_dir: Path, out: 
 
     from curate import learnalign
     from curate.grad_features import GradientConfig
-    from eval.data import load_data, save_dataset
+    from curate.llm.data import load_data, save_dataset
 
     path = out / "scores" / "scored.jsonl"
     if path.exists():
@@ -230,8 +230,8 @@ def score_pool(preset: DemoPreset, data: dict[str, Path], model_dir: Path, out: 
 
 def train_arm(preset: DemoPreset, model_dir: Path, train_rows, out_dir: Path, seed: int) -> Path:
     """GRPO from the SFT model on ``train_rows``: the same steps and rollouts for every arm."""
-    from eval.cache import kill_point
-    from eval.io import atomic_dir
+    from curate.core.cache import kill_point
+    from curate.core.io import atomic_dir
     from rl.runs import run_grpo
 
     if (out_dir / "model.safetensors").exists():
@@ -319,7 +319,7 @@ def arm_job(preset: DemoPreset, model_dir: Path, out: Path, data: dict[str, Path
             ) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """One arm: select its rows from the scored pool, GRPO from the SFT model, both accuracies."""
     from curate import learnalign
-    from eval.data import load_data
+    from curate.llm.data import load_data
 
     arm, n, s = job
     scored = load_data(str(out / "scores" / "scored.jsonl"))
@@ -369,7 +369,7 @@ def run_arms(preset: DemoPreset, model_dir: Path, out: Path, data: dict[str, Pat
 def _claim(out: Path, preset: DemoPreset, seed: int) -> None:
     """Stages are reused by their files alone, so ``--out`` may hold one preset and seed only:
     refuse a folder made with others before any work (``preset.json`` records them)."""
-    from eval.io import atomic_write_json
+    from curate.core.io import atomic_write_json
 
     wanted = json.loads(json.dumps({"preset": asdict(preset), "seed": seed}))
     path = out / "preset.json"
@@ -414,7 +414,7 @@ def learnability_gate(spread: dict[str, Any], preset: DemoPreset) -> None:
 
 def run(preset: DemoPreset, out: str | Path, seed: int = 0) -> dict[str, Any]:
     """The whole demo; returns the results (also in ``results.json`` / ``results.md``)."""
-    from eval.io import atomic_write_json, atomic_write_text
+    from curate.core.io import atomic_write_json, atomic_write_text
 
     out = Path(out)
     if preset.metric not in METRICS:
@@ -537,7 +537,7 @@ def plots(scored, report: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from eval.io import save_png
+    from curate.core.io import save_png
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.hist([float(x) for x in scored["success_rate"]], bins=[i / 10 for i in range(11)])

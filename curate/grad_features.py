@@ -39,10 +39,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from eval.batching import token_budget_batches
-from eval.cache import derive_seed
-from eval.errors import BadInputError
-from eval.modeling import target_logprobs
+from curate.llm.batching import token_budget_batches
+from curate.core.cache import derive_seed
+from curate.core.errors import BadInputError
+from curate.llm.models import target_logprobs
 
 
 LOSS_TYPES = ("dapo", "grpo")

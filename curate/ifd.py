@@ -24,19 +24,21 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from eval.batching import token_budget_batches
-from eval.modeling import target_logprobs
-from eval.errors import BadInputError
-
-# CodeACT's prompt for IFD (CDAS/calculate_ifd.py in its repository).
-DEFAULT_TEMPLATE = "Question:\n{prompt}\n\nAnswer:\n"
+from curate.llm.batching import token_budget_batches
+from curate.llm.chat import PLAIN_TEMPLATE, check_template, render_pair
+from curate.llm.models import target_logprobs
+from curate.core.errors import BadInputError
 
 
 @dataclass
 class IFDConfig:
+    """``chat`` and ``template`` render each sample as SFT trains on it (:func:`render_pair`): the
+    chat template when the tokenizer has one, else the plain template; ``template="codeact"``
+    with ``chat=False`` is CodeACT's own IFD format."""
+
     max_length: int = 1024  # window of the conditioned sequence, in tokens
-    template: str = DEFAULT_TEMPLATE  # how the question is shown ({prompt}); ignored with the chat template
-    use_chat_template: bool = False
+    chat: bool | None = None  # None: the chat template when the tokenizer has one (as SFT does)
+    template: str = PLAIN_TEMPLATE  # plain template ({prompt}) or a name: plain, codeact
     max_tokens_per_batch: int = 16384  # padded tokens per forward pass
     max_batch_size: int = 256
     logits_rows: int = 2048  # answer positions sent through the LM head at once
@@ -44,8 +46,7 @@ class IFDConfig:
     def __post_init__(self) -> None:
         if self.max_length < 2:
             raise BadInputError(f"max_length must be at least 2, got {self.max_length}")
-        if "{prompt}" not in self.template:
-            raise BadInputError(f"template must contain '{{prompt}}', got {self.template!r}")
+        self.template = check_template(self.template)
         if self.max_tokens_per_batch < self.max_length:
             raise BadInputError(f"max_tokens_per_batch ({self.max_tokens_per_batch}) must be at least "
                                 f"max_length ({self.max_length})")
@@ -83,14 +84,15 @@ def encode_pairs(prompts: Sequence[str], answers: Sequence[str], tokenizer, conf
         if not isinstance(answer, str) or not answer.strip():
             pairs.append(None), reasons.append("empty answer")
             continue
-        answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
+        prompt_text, completion = render_pair(tokenizer, prompt, answer, chat=config.chat, template=config.template)
+        answer_ids = tokenizer(completion, add_special_tokens=False).input_ids
         if len(answer_ids) - first < 1:
             pairs.append(None), reasons.append("answer has too few tokens to score")
             continue
         if len(bos) + len(answer_ids) > config.max_length - 1:  # at least one prompt token must fit
             pairs.append(None), reasons.append(f"answer longer than max_length ({len(answer_ids)} tokens)")
             continue
-        prompt_ids = bos + tokenizer(_render(prompt, tokenizer, config), add_special_tokens=False).input_ids
+        prompt_ids = bos + tokenizer(prompt_text, add_special_tokens=False).input_ids
         room = config.max_length - len(answer_ids)
         if len(prompt_ids) > room:  # keep the end of the prompt, next to the answer
             prompt_ids = bos + prompt_ids[len(prompt_ids) - room + len(bos):]
@@ -99,15 +101,6 @@ def encode_pairs(prompts: Sequence[str], answers: Sequence[str], tokenizer, conf
         pairs.append((alone, conditioned))
         reasons.append("")
     return pairs, reasons
-
-
-def _render(prompt: str, tokenizer, config: IFDConfig) -> str:
-    if config.use_chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            raise BadInputError("use_chat_template=True but the tokenizer has no chat template")
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                             add_generation_prompt=True)
-    return config.template.format(prompt=prompt)
 
 
 def _result(pairs: list[tuple[Scored, Scored] | None], reasons: list[str], nll: list[float]) -> IFDResult:

@@ -6,7 +6,7 @@ from typing import Any
 import datasets
 import numpy as np
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 PERCENTILES = (50, 90, 99)
 

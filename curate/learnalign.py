@@ -43,8 +43,8 @@ import numpy as np
 import torch
 
 from curate.grad_features import GradientConfig, RolloutGroup, batched_features, normalise
-from eval.cache import default_cache_dir, derive_seed, digest, kill_point, model_fingerprint, run_chunked
-from eval.errors import BadInputError
+from curate.core.cache import default_cache_dir, derive_seed, digest, kill_point, model_fingerprint, run_chunked
+from curate.core.errors import BadInputError
 
 logger = logging.getLogger(__name__)
 METHODS = ("learnalign", "random", "ifd", "length", "learnability", "gradient", "gradient_cosine")
@@ -170,9 +170,9 @@ def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache
     generator's (model, tokenizer) for reuse (None after vLLM, whose engine is closed). ``rows`` are
     rank ``shard[0]`` of ``shard[1]``'s (:func:`shard_rows`); local chunk c is global chunk
     rank + c * world, sampled with a seed derived from (``config.seed``, global chunk)."""
-    from eval.generation import Completion, SamplingConfig, load_generator
+    from curate.llm.generation import Completion, SamplingConfig, load_generator
     from eval.tasks import TaskOptions, get_task
-    from eval.tasks.base import uses_chat
+    from curate.llm.chat import uses_chat
 
     rank, world = shard
     task = get_task(config.task)
@@ -183,7 +183,7 @@ def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache
         prompts = [task.build_prompt(row, generator.tokenizer, options) for row in rows]
         sampling = SamplingConfig(n=config.num_rollouts, temperature=config.temperature, top_p=config.top_p,
                                   max_new_tokens=config.max_new_tokens or task.max_new_tokens,
-                                  stop=task.stop(options, uses_chat(generator.tokenizer, options)), seed=config.seed)
+                                  stop=task.stop(options, uses_chat(generator.tokenizer, options.chat)), seed=config.seed)
         if cache is not None:
             cache = cache.with_name(cache.name.replace("{key}", digest(
                 "seed per global chunk", task.name, generator.name, model_fingerprint(model),
@@ -219,7 +219,7 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
     the prompts and the settings, so an interrupted run resumes. Under ``accelerate launch`` every
     rank scores its own shard of the rows and the results are gathered.
     """
-    from eval.modeling import load_model_and_tokenizer
+    from curate.llm.models import load_model_and_tokenizer
     from eval.tasks import get_task
 
     config = config or LearnAlignConfig()
@@ -308,7 +308,7 @@ def _with_ifd(out: datasets.Dataset, rows: datasets.Dataset, policy: Any, tokeni
     """IFD (:mod:`curate.ifd`) under the base model: the policy with its LoRA switched off."""
     from curate.grad_features import disabled_adapters
     from curate.ifd import IFDConfig, ifd_scores
-    from eval.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
+    from curate.llm.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
 
     prompt = resolve_column(rows, None, PROMPT_CANDIDATES, "prompt")
     answer = resolve_column(rows, None, RESPONSE_CANDIDATES + ("canonical_solution",), "response")
@@ -396,7 +396,7 @@ def plot_report(scored: datasets.Dataset, selected: datasets.Dataset, path: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from eval.io import save_png
+    from curate.core.io import save_png
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     bins = np.linspace(0, 1, 11)

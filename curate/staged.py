@@ -11,7 +11,7 @@ from typing import Any
 
 import datasets
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 
 def staged(model: str, pool: datasets.Dataset, stages: Sequence[int], out_dir: str | os.PathLike, *,
@@ -25,8 +25,8 @@ def staged(model: str, pool: datasets.Dataset, stages: Sequence[int], out_dir: s
     ``method``, train GRPO on them from the current policy (LoRA merged into the saved model), and
     continue from it. Writes ``stage<s>/selected.jsonl`` and ``stage<s>/policy``; returns a summary."""
     from curate import learnalign
-    from eval.data import save_dataset
-    from eval.io import atomic_write_json
+    from curate.llm.data import save_dataset
+    from curate.core.io import atomic_write_json
     from rl.runs import grpo_argv, run_grpo
 
     config = config or learnalign.LearnAlignConfig()

@@ -15,13 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from eval.cache import digest, model_fingerprint, run_chunked
-from eval.errors import BadInputError
-from eval.generation import Completion, Generator, SamplingConfig, load_generator
-from eval.io import atomic_write_json, atomic_write_text
+from curate.core.cache import digest, model_fingerprint, run_chunked
+from curate.core.errors import BadInputError
+from curate.llm.generation import Completion, Generator, SamplingConfig, load_generator
+from curate.core.io import atomic_write_json, atomic_write_text
 from eval.metrics import summarize_correctness
 from eval.tasks import Task, TaskOptions, get_task
-from eval.tasks.base import uses_chat
+from curate.llm.chat import uses_chat
 
 
 @dataclass
@@ -86,7 +86,7 @@ def evaluate(config: EvalConfig, generator: Generator | None = None) -> dict[str
             batch_size=config.batch_size, progress=False)
         tokenizer = generator.tokenizer
         prompts = [task.build_prompt(row, tokenizer, config.options) for row in rows]
-        sampling = config.sampling(task.stop(config.options, uses_chat(tokenizer, config.options)), task)
+        sampling = config.sampling(task.stop(config.options, uses_chat(tokenizer, config.options.chat)), task)
         key = cache_key(task.name, config.model, generator.name, prompts, sampling, config.chunk_size)
         cache = out_dir / "cache" / f"generations-{key}.jsonl"
         try:

@@ -20,7 +20,7 @@ import re
 from decimal import Decimal
 from fractions import Fraction
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 CURATEKIT_MODES = ("strict", "flexible")
 LM_EVAL_MODES = ("lm-eval-strict", "lm-eval-flexible")

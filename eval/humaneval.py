@@ -10,7 +10,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.sandbox import ExecResult, Sandbox
 
 # A completion ends where a new top-level statement starts (after the function body).

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.humaneval import postprocess_completion
 from eval.sandbox import Sandbox, SandboxConfig
 from eval.tasks import TaskOptions, get_task

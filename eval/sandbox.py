@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from eval import sandbox_worker as wire
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 NOBODY = 65534
 ISOLATIONS = ("auto", "bwrap", "namespace", "rlimit")

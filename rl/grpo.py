@@ -23,7 +23,7 @@ from typing import Any
 
 import datasets
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 REWARDS = ("correct", "format", "code_pass")
 
@@ -68,7 +68,7 @@ class GRPOScriptArguments:
             except re.error as err:
                 raise BadInputError(f"freeze: '{self.freeze}' is not a regular expression ({err})") from err
         if self.ref_model:
-            from eval.modeling import check_model_path
+            from curate.llm.models import check_model_path
 
             check_model_path(self.ref_model, "ref_model")  # before any work, not after the policy loads
         for name in ("limit", "subset"):
@@ -149,7 +149,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
     from transformers import AutoModelForCausalLM
     from trl import GRPOTrainer, get_peft_config
 
-    from eval.modeling import load_tokenizer
+    from curate.llm.models import load_tokenizer
 
     if not model_args.model_name_or_path:
         raise BadInputError("model_name_or_path is required")
@@ -181,7 +181,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
     else:
         trainer.save_model(training_args.output_dir)
     if trainer.accelerator.is_main_process:
-        from eval.io import atomic_write_json
+        from curate.core.io import atomic_write_json
 
         tokenizer.save_pretrained(training_args.output_dir)
         # The per-step logs (reward, frac_reward_zero_std, loss, ...) beside the model.
@@ -192,14 +192,14 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
 def parse(argv: list[str] | None = None):
     from trl import GRPOConfig, ModelConfig, TrlParser
 
-    from eval.io import parse_recipe
+    from curate.llm.recipes import parse_recipe
 
     parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig))
     return parse_recipe(parser, sys.argv[1:] if argv is None else argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from eval.errors import script_main
+    from curate.llm.recipes import script_main
 
     return script_main("rl.grpo", parse, train, argv)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import datasets
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 DEFAULT_GRPO = {"use_peft": "true", "lora_r": "8", "lora_alpha": "16", "lora_target_modules": ["q_proj", "v_proj"],
                 "learning_rate": "1e-4", "beta": "0.04", "epsilon": "0.2", "temperature": "1.0",
@@ -59,8 +59,8 @@ def warmup(model: str, pool: datasets.Dataset, out_dir: str | os.PathLike, *, ta
     the first rank, then renamed) with a ``warmup.json`` naming its inputs; a rerun with the same
     inputs reuses it, so an interrupted ``curate select learnalign`` resumes with the same θ_s and
     its caches (a retrained θ_s has new file times, which key the caches)."""
-    from eval.cache import digest, kill_point, model_fingerprint
-    from eval.io import atomic_dir, atomic_write_json
+    from curate.core.cache import digest, kill_point, model_fingerprint
+    from curate.core.io import atomic_dir, atomic_write_json
 
     if samples < 1 or samples > len(pool):
         raise BadInputError(f"warmup samples must be in [1, {len(pool)}] (the pool size), got {samples}")

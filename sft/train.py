@@ -20,7 +20,7 @@ from typing import Any
 
 import datasets
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 PADDING_MODES = ("pad", "dynamic_pack", "bfd")
 
@@ -48,15 +48,16 @@ class SFTScriptArguments:
 
 def to_prompt_completion(ds: datasets.Dataset, args: SFTScriptArguments, tokenizer: Any) -> datasets.Dataset:
     """TRL's prompt-completion format: conversational when chat templates are used, else plain text
-    ("Question: ...\\nAnswer:" + " answer"). Datasets already in that format pass through."""
-    from eval.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
-    from eval.modeling import PLAIN_TEMPLATE
+    rendered by :func:`curate.llm.chat.render_pair` ("Question: ...\\nAnswer:" + " answer"), the
+    text IFD scores. Datasets already in that format pass through."""
+    from curate.llm.chat import render_pair, uses_chat
+    from curate.llm.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
 
     if "messages" in ds.column_names or {"prompt", "completion"} <= set(ds.column_names):
         return ds
     prompt_col = resolve_column(ds, args.prompt_column, PROMPT_CANDIDATES, "prompt")
     response_col = resolve_column(ds, args.response_column, RESPONSE_CANDIDATES, "response")
-    chat = args.chat if args.chat is not None else bool(getattr(tokenizer, "chat_template", None))
+    chat = uses_chat(tokenizer, args.chat)
     empty = [i for i, (p, r) in enumerate(zip(ds[prompt_col], ds[response_col])) if not p or not r]
     if empty:
         raise BadInputError(f"{len(empty)} rows have an empty prompt or response (rows {empty[:10]})")
@@ -65,8 +66,8 @@ def to_prompt_completion(ds: datasets.Dataset, args: SFTScriptArguments, tokeniz
         if chat:
             return {"prompt": [{"role": "user", "content": row[prompt_col]}],
                     "completion": [{"role": "assistant", "content": row[response_col]}]}
-        return {"prompt": PLAIN_TEMPLATE.format(system="", prompt=row[prompt_col]),
-                "completion": " " + row[response_col]}
+        prompt, completion = render_pair(tokenizer, row[prompt_col], row[response_col], chat=False)
+        return {"prompt": prompt, "completion": completion}
 
     return ds.map(convert, remove_columns=ds.column_names, desc="prompt-completion")
 
@@ -77,8 +78,8 @@ def train(script_args: SFTScriptArguments, training_args, model_args):
     from transformers import AutoModelForCausalLM
     from trl import SFTTrainer, get_peft_config
 
-    from eval.data import load_data
-    from eval.modeling import load_tokenizer
+    from curate.llm.data import load_data
+    from curate.llm.models import load_tokenizer
     from sft.packing import DynamicPackCollator, make_trainer_class
 
     if not model_args.model_name_or_path:
@@ -112,14 +113,14 @@ def train(script_args: SFTScriptArguments, training_args, model_args):
 def parse(argv: list[str] | None = None):
     from trl import ModelConfig, SFTConfig, TrlParser
 
-    from eval.io import parse_recipe
+    from curate.llm.recipes import parse_recipe
 
     parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
     return parse_recipe(parser, sys.argv[1:] if argv is None else argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from eval.errors import script_main
+    from curate.llm.recipes import script_main
 
     return script_main("sft.train", parse, train, argv)
 

@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def gsm8k_dir() -> Path:
-    from eval.data import default_data_dir
+    from curate.llm.data import default_data_dir
 
     data_dir = default_data_dir()
     if data_dir is None or not (data_dir / "gsm8k" / "train.jsonl").exists():
@@ -26,7 +26,7 @@ def gsm8k_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, gsm8k_dir: Path) -> Path:
     """A 2-layer Qwen2 (head_dim 64) and a BPE tokenizer trained on GSM8K text, saved to disk."""
-    from eval.tiny import build_tiny_model
+    from curate.llm.tiny import build_tiny_model
 
     with open(gsm8k_dir / "train.jsonl") as f:
         rows = [json.loads(line) for _, line in zip(range(1000), f)]
@@ -38,6 +38,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, gsm8k_dir: Path) ->
 @pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir: Path):
     """(model, tokenizer) loaded back with from_pretrained, on CPU."""
-    from eval.modeling import load_model_and_tokenizer
+    from curate.llm.models import load_model_and_tokenizer
 
     return load_model_and_tokenizer(tiny_model_dir, device="cpu")

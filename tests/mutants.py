@@ -198,7 +198,7 @@ MUTANTS: list[Mutant] = [
            ("tests/test_learnalign.py::test_learnalign_without_a_device_flag_runs_on_a_cpu",)),
     # -- layers -----------------------------------------------------------------------------------
     Mutant("layers-vision-device-through-transformers", "vision/train.py",
-           "from eval.device import resolve_device", "from eval.modeling import resolve_device",
+           "from curate.core.device import resolve_device", "import transformers  # noqa: F401\nfrom curate.core.device import resolve_device",
            ("tests/test_layers.py::test_vision_loads_neither_transformers_nor_trl",)),
     Mutant("layers-rl-imports-the-selectors", "rl/runs.py",
            "    from rl.grpo import parse, train\n", "    from rl.grpo import parse, train\n    from curate import baselines  # noqa: F401\n",

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.tasks import TaskOptions, get_task
 from eval.tasks.arith import ArithConfig, generate
 

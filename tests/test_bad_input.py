@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.errors import BadInputError, run_main
+from curate.core.errors import BadInputError, run_main
 
 MODULES = {"curate": "curate.cli", "sft.train": "sft.train", "rl.grpo": "rl.grpo"}
 SFT = ["--model_name_or_path", "{model}", "--dataset", "{in}/ok.jsonl", "--output_dir", "{out}",

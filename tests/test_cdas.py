@@ -13,7 +13,7 @@ import pytest
 from curate import cdas
 from curate.ifd import IFDConfig, encode_pairs, ifd_reference, ifd_scores
 from curate.cli import main
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_ifd_matches_the_definition_by_hand(tiny_model):
 
     model, tokenizer = tiny_model
     question, answer = "How many apples are left?", "She has 5 - 2 = 3 apples left.\n#### 3"
-    config = IFDConfig()
+    config = IFDConfig(chat=False, template="codeact")  # CodeACT's format: the answer follows a newline
     result = ifd_scores([question], [answer], model, tokenizer, config, progress=False)
     answer_ids = tokenizer(answer, add_special_tokens=False).input_ids
     prompt_ids = tokenizer(config.template.format(prompt=question), add_special_tokens=False).input_ids
@@ -62,10 +62,30 @@ def test_ifd_matches_the_definition_by_hand(tiny_model):
     assert result.ifd[0] == pytest.approx(ppl_c / ppl_a, rel=1e-5)
 
 
+@pytest.mark.parametrize("chat", [True, False])
+def test_ifd_scores_the_text_sft_trains_on(tiny_model, chat):
+    # The oracle is TRL's rendering of the prompt-completion row SFT trains on (sft.train's
+    # to_prompt_completion). Kills: IFD on its own "Question:/Answer:" text while SFT uses the chat
+    # template, or an answer scored without the end-of-turn tokens SFT learns.
+    from trl.data_utils import apply_chat_template
+
+    from sft.train import SFTScriptArguments, to_prompt_completion
+
+    _, tokenizer = tiny_model
+    row = {"question": "How many apples are left?", "answer": "She has 5 - 2 = 3 apples left.\n#### 3"}
+    sft_row = to_prompt_completion(datasets.Dataset.from_list([row]),
+                                   SFTScriptArguments(dataset="x", chat=chat), tokenizer)[0]
+    rendered = apply_chat_template(sft_row, tokenizer) if chat else sft_row
+    alone, conditioned = encode_pairs([row["question"]], [row["answer"]], tokenizer, IFDConfig(chat=chat))[0][0]
+    completion_ids = tokenizer(rendered["completion"], add_special_tokens=False).input_ids
+    assert tokenizer.decode(conditioned.ids) == rendered["prompt"] + rendered["completion"]
+    assert alone.ids == completion_ids == conditioned.ids[-len(completion_ids):]
+
+
 def test_truncation_keeps_the_answer_whole(tiny_model, gsm8k_rows):
     _, tokenizer = tiny_model
     prompts, answers = gsm8k_rows
-    config = IFDConfig(max_length=120)
+    config = IFDConfig(max_length=120, chat=False, template="codeact")
     pairs, reasons = encode_pairs(prompts, answers, tokenizer, config)
     cut = 0
     for pair, answer, reason in zip(pairs, answers, reasons):

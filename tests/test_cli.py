@@ -46,7 +46,7 @@ def test_inspect_gsm8k_with_tiny_tokenizer(gsm8k_dir, tiny_model_dir, tmp_path):
     assert report["rows"] == 1319
     assert (report["prompt_column"], report["response_column"]) == ("question", "answer")
     # Token counts agree with the tokenizer applied directly.
-    from eval.modeling import load_tokenizer
+    from curate.llm.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     first = json.loads((gsm8k_dir / "test.jsonl").read_text().splitlines()[0])
@@ -69,7 +69,7 @@ def test_model_tiny_builds_a_loadable_model(tmp_path, gsm8k_dir):
     out = tmp_path / "tiny"
     assert main(["model", "tiny", "--out", str(out), "--texts", str(gsm8k_dir / "test.jsonl"),
                  "--limit", "50", "--vocab-size", "400"]) == 0
-    from eval.modeling import load_model_and_tokenizer
+    from curate.llm.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(out, device="cpu")
     assert model.config.vocab_size == len(tokenizer) <= 400

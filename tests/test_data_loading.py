@@ -1,4 +1,4 @@
-"""eval.data.load_data: every source kind, column mapping, and clear errors on bad input."""
+"""curate.llm.data.load_data: every source kind, column mapping, and clear errors on bad input."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ from pathlib import Path
 import datasets
 import pytest
 
-from eval.data import load_data, parse_column_map, rename_columns, resolve_column, PROMPT_CANDIDATES
-from eval.errors import BadInputError
+from curate.llm.data import load_data, parse_column_map, rename_columns, resolve_column, PROMPT_CANDIDATES
+from curate.core.errors import BadInputError
 
 ROWS = [{"question": f"q{i}", "answer": f"a{i} #### {i}", "n": i} for i in range(5)]
 
@@ -119,7 +119,7 @@ def test_unreadable_file_content(tmp_path):
 def test_unreadable_permission(tmp_path, monkeypatch):
     # Root reads through chmod 000, so the permission check itself is what is tested here.
     path = write_jsonl(tmp_path / "d.jsonl")
-    monkeypatch.setattr("eval.data.os.access", lambda p, mode: False)
+    monkeypatch.setattr("curate.llm.data.os.access", lambda p, mode: False)
     with pytest.raises(BadInputError, match="cannot read dataset path: .*permission denied"):
         load_data(path)
 

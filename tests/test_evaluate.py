@@ -10,7 +10,7 @@ import pytest
 
 from curate.cli import main
 from eval.evaluate import EvalConfig, evaluate
-from eval.generation import HFGenerator
+from curate.llm.generation import HFGenerator
 from eval.tasks import TaskOptions
 
 

@@ -122,7 +122,7 @@ def test_a_demo_folder_refuses_another_preset(tmp_path):
 
     _claim(tmp_path, PRESETS["smoke"], 0)
     _claim(tmp_path, PRESETS["smoke"], 0)  # the same preset and seed resume
-    from eval.errors import BadInputError
+    from curate.core.errors import BadInputError
 
     with pytest.raises(BadInputError, match="holds a demo made with another preset or seed"):
         _claim(tmp_path, preset_with("smoke", sft_steps=31), 0)
@@ -135,7 +135,7 @@ def test_sft_demonstrations_slip_only_where_the_preset_says(tmp_path):
     # high, the worked lines untouched; other items, and the pool and test splits, stay clean.
     # Kills a slip applied to every item, to the pool/test splits, or to the worked lines.
     from curate.demo import make_data, preset_with
-    from eval.data import load_data
+    from curate.llm.data import load_data
     from eval.tasks import get_task
     from eval.tasks.arith import question_item
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eval.errors import BadInputError
-from eval.generation import HFGenerator, SamplingConfig, cut_at_stop, load_generator, resolve_backend
+from curate.core.errors import BadInputError
+from curate.llm.generation import HFGenerator, SamplingConfig, cut_at_stop, load_generator, resolve_backend
 
 PROMPTS = ["Natalia sold clips to 48 of her friends", "What is 2+2?", "a",
            "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes"]

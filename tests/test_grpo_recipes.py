@@ -49,7 +49,7 @@ def test_accelerate_configs_load(config):
 
 
 def test_bad_reward_and_task_names_are_refused():
-    from eval.errors import BadInputError
+    from curate.core.errors import BadInputError
 
     with pytest.raises(BadInputError, match="rewards must be"):
         grpo.GRPOScriptArguments(rewards="correct,nonsense")
@@ -62,7 +62,7 @@ def test_freeze_stops_exactly_the_matching_parameters():
     # matching tensors trainable; a pattern matching nothing (or everything) is a mistake, not a no-op.
     import torch
 
-    from eval.errors import BadInputError
+    from curate.core.errors import BadInputError
 
     model = torch.nn.ModuleDict({"embed_tokens": torch.nn.Embedding(4, 2),
                                  "layers": torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])})

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from curate.cli import main
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.gsm8k_answers import MODES, extract_answer, extract_gold, is_correct, normalize_number
 from eval.rewards import TaskReward
 from eval.tasks import TaskOptions, get_task

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.errors import BadInputError
-from eval.io import (atomic_dir, atomic_write_json, atomic_write_text, check_output, check_writable_dir,
+from curate.core.errors import BadInputError
+from curate.core.io import (atomic_dir, atomic_write_json, atomic_write_text, check_output, check_writable_dir,
                      guarded_output, read_yaml)
 
 
@@ -52,8 +52,8 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
 
 @pytest.fixture
 def umask():
-    """Set the process umask for a test (and the cached value eval.io reads), then restore both."""
-    from eval.io import process_umask
+    """Set the process umask for a test (and the cached value curate.core.io reads), then restore both."""
+    from curate.core.io import process_umask
 
     old = os.umask(0o022)
 
@@ -69,7 +69,7 @@ def umask():
 @pytest.mark.parametrize("mask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700),
                                                        (0o002, 0o664, 0o775)])
 def test_outputs_follow_the_umask(tmp_path, umask, mask, file_mode, dir_mode):
-    from eval.io import process_umask
+    from curate.core.io import process_umask
 
     umask(mask)
     assert process_umask() == mask
@@ -161,7 +161,7 @@ def test_read_yaml(tmp_path):
 
 
 def test_data_suffixes_match_the_loaders():
-    from eval.data import FILE_BUILDERS
-    from eval.io import DATA_FILE_SUFFIXES
+    from curate.llm.data import FILE_BUILDERS
+    from curate.core.io import DATA_FILE_SUFFIXES
 
     assert set(FILE_BUILDERS) == set(DATA_FILE_SUFFIXES)

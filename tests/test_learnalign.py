@@ -258,7 +258,7 @@ def test_an_explicit_reference_policy_sets_the_kl_term(lora_model):
 
 
 def test_score_on_mixed_rewards_equals_the_n_by_n_definition(tiny_model_dir, gsm8k_dir, monkeypatch):
-    from eval.data import load_data
+    from curate.llm.data import load_data
 
     raw: list[torch.Tensor] = []
 
@@ -291,7 +291,7 @@ def test_score_on_mixed_rewards_equals_the_n_by_n_definition(tiny_model_dir, gsm
 
 def test_model_without_lora_able_layers_is_refused(tiny_model_dir):
     from curate.grad_features import check_lora_targets
-    from eval.errors import BadInputError
+    from curate.core.errors import BadInputError
 
     with pytest.raises(BadInputError, match="no LoRA-able linear layers"):
         check_lora_targets(str(tiny_model_dir), ["conv1"])
@@ -346,7 +346,7 @@ def test_pipeline_rerun_reads_the_cache(pipeline):
 # warmup keyed by something that changes between runs (a time, a temporary path) and a rollout
 # cache that misses.
 def test_a_rerun_trains_no_warmup_and_samples_no_rollouts(pipeline, monkeypatch):
-    from eval.generation import HFGenerator
+    from curate.llm.generation import HFGenerator
     from rl import runs
 
     out, argv = pipeline
@@ -383,7 +383,7 @@ def test_grpo_trains_on_the_selection(pipeline, tiny_model_dir, tmp_path):
 
 
 def test_two_stage_run_rescores_the_rest_of_the_pool(tiny_model_dir, gsm8k_dir, tmp_path, monkeypatch):
-    from eval.data import load_data
+    from curate.llm.data import load_data
     from rl import grpo
     from curate.staged import staged
 
@@ -510,7 +510,7 @@ def test_report_says_when_n_exceeds_the_positive_scores():
 def test_baselines_rank_by_their_own_column():
     import datasets
 
-    from eval.errors import BadInputError
+    from curate.core.errors import BadInputError
 
     ds = datasets.Dataset.from_dict({
         "score": [0.1, 0.4, 0.0, 0.2], "learnability": [0.25, 0.1875, 0.0, 0.2344],
@@ -539,8 +539,8 @@ def test_vllm_rollouts_seed_every_prompt_and_resume_to_the_same_completions(tiny
                                                                            monkeypatch):
     pytest.importorskip("vllm", reason="vLLM is installed in .venv-vllm only (bash .ci/setup --vllm)")
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "fork")  # pytest has no __main__ guard
-    from eval import generation
-    from eval.data import load_data
+    from curate.llm import generation
+    from curate.llm.data import load_data
     from eval.tasks import get_task
 
     engine = generation.load_generator(tiny_model_dir, "vllm", max_model_len=1024, progress=False)

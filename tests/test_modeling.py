@@ -1,4 +1,4 @@
-"""Model/tokenizer loading, prompt building and the tiny-model factory."""
+"""Model/tokenizer loading, prompt rendering and the tiny-model factory."""
 from __future__ import annotations
 
 import json
@@ -7,9 +7,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from eval.errors import BadInputError
-from eval.modeling import build_prompt, load_model, load_tokenizer, resolve_dtype
-from eval.tiny import TinyModelConfig, init_model, train_tokenizer
+from curate.core.errors import BadInputError
+from curate.core.device import resolve_dtype
+from curate.llm.chat import render_pair, render_prompt
+from curate.llm.models import load_model, load_tokenizer
+from curate.llm.tiny import TinyModelConfig, init_model, train_tokenizer
 
 
 def test_tiny_model_is_qwen2_with_head_dim_64(tiny_model_dir):
@@ -54,7 +56,7 @@ def test_tokenizer_round_trips_any_text(tiny_model):
 
 def test_left_padded_batch_generates_what_each_prompt_generates_alone(tiny_model):
     model, tokenizer = tiny_model
-    prompts = [build_prompt(tokenizer, q) for q in ("What is 2+2?", "A much longer question about apples?")]
+    prompts = [render_prompt(tokenizer, q) for q in ("What is 2+2?", "A much longer question about apples?")]
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     width = batch.input_ids.shape[1]
     out = model.generate(**batch, max_new_tokens=6, do_sample=False, min_new_tokens=6)
@@ -65,24 +67,47 @@ def test_left_padded_batch_generates_what_each_prompt_generates_alone(tiny_model
         assert out[i, width:].tolist() == single[0, alone.input_ids.shape[1]:].tolist()
 
 
-def test_build_prompt_uses_chat_template(tiny_model):
+def test_render_prompt_uses_chat_template(tiny_model):
     _, tokenizer = tiny_model
-    text = build_prompt(tokenizer, "What is 2+2?", system="Be brief.")
+    text = render_prompt(tokenizer, "What is 2+2?", system="Be brief.")
     assert text == ("<|im_start|>system\nBe brief.<|im_end|>\n"
                     "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n")
 
 
-def test_build_prompt_plain_template(tiny_model):
+def test_render_prompt_plain_template(tiny_model):
     _, tokenizer = tiny_model
-    assert build_prompt(tokenizer, "What is 2+2?", use_chat_template=False) == "Question: What is 2+2?\nAnswer:"
+    assert render_prompt(tokenizer, "What is 2+2?", chat=False) == "Question: What is 2+2?\nAnswer:"
+    shots = render_prompt(tokenizer, [("1+1?", "2"), ("2+2?", "")], chat=False, system="Be brief.")
+    assert shots == "Be brief.\n\nQuestion: 1+1?\nAnswer: 2\n\nQuestion: 2+2?\nAnswer:"
+    assert render_prompt(tokenizer, "2+2?", chat=False, template="codeact") == "Question:\n2+2?\n\nAnswer:\n"
 
 
-def test_build_prompt_without_chat_template_falls_back_to_plain():
+def test_render_prompt_without_chat_template_falls_back_to_plain():
     tokenizer = train_tokenizer(["hello world"] * 10, vocab_size=300)
     tokenizer.chat_template = None
-    assert build_prompt(tokenizer, "hi") == "Question: hi\nAnswer:"
+    assert render_prompt(tokenizer, "hi") == "Question: hi\nAnswer:"
     with pytest.raises(BadInputError, match="no chat template"):
-        build_prompt(tokenizer, "hi", use_chat_template=True)
+        render_prompt(tokenizer, "hi", chat=True)
+    with pytest.raises(BadInputError, match="template"):
+        render_prompt(tokenizer, "hi", template="Q: A:")
+
+
+@pytest.mark.parametrize("chat", [True, False])
+def test_render_pair_is_the_text_trl_trains_on(tiny_model, chat):
+    # The oracle is TRL's own rendering of a prompt-completion row (what SFTTrainer tokenizes).
+    # Kills: a completion without the end-of-turn tokens, or a plain answer glued to "Answer:".
+    from trl.data_utils import apply_chat_template
+
+    _, tokenizer = tiny_model
+    prompt, answer = "What is 2+2?", "It is 4."
+    if chat:
+        row = {"prompt": [{"role": "user", "content": prompt}], "completion": [{"role": "assistant", "content": answer}]}
+        expected = apply_chat_template(row, tokenizer)
+        expected = (expected["prompt"], expected["completion"])
+        assert expected[1] != answer  # the check can see the end-of-turn tokens
+    else:
+        expected = ("Question: What is 2+2?\nAnswer:", " It is 4.")
+    assert render_pair(tokenizer, prompt, answer, chat=chat) == expected
 
 
 def test_load_model_dtype_and_eval_mode(tiny_model_dir):

@@ -1,7 +1,7 @@
 """A killed and resumed run gives the result of an uninterrupted one.
 
 Each test runs a command in a child process with ``CURATEKIT_KILL_AFTER=<stage>:<n>`` (the test
-hook of :mod:`eval.cache`), so the process SIGKILLs itself at a fixed point of a stage; reruns it
+hook of :mod:`curate.core.cache`), so the process SIGKILLs itself at a fixed point of a stage; reruns it
 in the same folders, killed at the next stage, and so on; then runs it to the end. The outcome must
 equal that of an uninterrupted run in other folders (made here, in-process, from another RNG
 history): the same selected rows and scores within 1e-6. Chunks are small, so a stage has several
@@ -33,7 +33,7 @@ import pytest
 from test_learnalign import (COIN, assert_same_selection, coin_verify, curate_in_process, curate_small_chunks,
                              read_jsonl)
 
-from eval.cache import KILL_ENV
+from curate.core.cache import KILL_ENV
 
 pytestmark = pytest.mark.slow
 FORKSERVER = multiprocessing.get_context("forkserver")
@@ -131,7 +131,7 @@ def micro_preset():
     """The demo at its smallest: a one-layer model, a few SFT and GRPO steps, six pool prompts in
     chunks of three, one arm; seconds per stage on a CPU."""
     from curate.demo import DemoPreset
-    from eval.tiny import TinyModelConfig
+    from curate.llm.tiny import TinyModelConfig
 
     return DemoPreset("micro", model=TinyModelConfig(hidden_size=64, num_layers=1, num_heads=1, num_kv_heads=1,
                                                      intermediate_size=128, vocab_size=300),

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.humaneval import load_problems
 from eval.rewards import CodePassReward, TaskReward, counting_check, check_from_asserts
 

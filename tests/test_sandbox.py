@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.sandbox import Sandbox, SandboxConfig, bwrap_available, namespaces_available
 
 

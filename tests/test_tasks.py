@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.tasks import TASKS, TaskOptions, get_task
 from eval.tasks import gsm8k
 

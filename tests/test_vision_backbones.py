@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from vision.backbones import build_backbone
 
 

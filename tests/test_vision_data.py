@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from vision.data import from_tensors, load_images
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from vision.noise import NoiseConfig, inject
 
 

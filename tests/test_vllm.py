@@ -17,7 +17,7 @@ def generator(tiny_model_dir):
     # Reason for the skip: vLLM lives only in .venv-vllm; `.ci/test` runs this file there.
     pytest.importorskip("vllm", reason="vLLM is installed in .venv-vllm only (bash .ci/setup --vllm)")
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "fork")  # pytest has no __main__ guard
-    from eval.generation import load_generator
+    from curate.llm.generation import load_generator
 
     engine = load_generator(tiny_model_dir, "vllm", max_model_len=1024, seed=0, progress=False)
     yield engine

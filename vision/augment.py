@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 
 def _v2():

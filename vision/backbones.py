@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 
 class ConvNet(nn.Module):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 
 @dataclass

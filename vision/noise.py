@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 KINDS = ("symmetric", "asymmetric", "instance")
 

@@ -12,8 +12,8 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from eval.errors import BadInputError, check_fields
-from eval.io import read_yaml
+from curate.core.errors import BadInputError, check_fields
+from curate.core.io import read_yaml
 
 SECTIONS = ("dataset", "root", "image_size", "seed", "noise", "train", "method")
 

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from eval.errors import BadInputError
-from eval.device import resolve_device
+from curate.core.errors import BadInputError
+from curate.core.device import resolve_device
 from vision import rng
 from vision.backbones import build_backbone
 from vision.data import ImageData

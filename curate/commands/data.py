@@ -36,15 +36,15 @@ def add_dataset_options(parser: argparse.ArgumentParser) -> None:
 
 def run_inspect(args: argparse.Namespace) -> int:
     from curate.inspect import format_report, inspect_dataset
-    from eval.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, load_data, resolve_column
-    from eval.io import atomic_write_json
+    from curate.llm.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, load_data, resolve_column
+    from curate.core.io import atomic_write_json
 
     ds = load_data(args.dataset, split=args.split, config=args.config, limit=args.limit)
     prompt = resolve_column(ds, args.prompt_column, PROMPT_CANDIDATES, "prompt")
     response = resolve_column(ds, args.response_column, RESPONSE_CANDIDATES, "response")
     tokenizer = None
     if args.tokenizer:
-        from eval.modeling import load_tokenizer
+        from curate.llm.models import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)
     report = inspect_dataset(ds, prompt, response, tokenizer)

@@ -7,7 +7,7 @@ from dataclasses import fields
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from curate.cli import common_options
-    from eval.tiny import TinyModelConfig
+    from curate.llm.tiny import TinyModelConfig
 
     model = subparsers.add_parser("model", help="build models for offline use")
     model_sub = model.add_subparsers(dest="model_command", metavar="COMMAND", required=True)
@@ -28,9 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_tiny(args: argparse.Namespace) -> int:
-    from eval.data import default_data_dir, load_data
-    from eval.errors import BadInputError
-    from eval.tiny import TinyModelConfig, build_tiny_model
+    from curate.llm.data import default_data_dir, load_data
+    from curate.core.errors import BadInputError
+    from curate.llm.tiny import TinyModelConfig, build_tiny_model
 
     source = args.texts
     if source is None:

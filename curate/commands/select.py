@@ -27,8 +27,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cdas.add_argument("--embedding-model", help="sentence-transformers model (default: offline all-MiniLM-L6-v2)")
     cdas.add_argument("--max-length", type=int, default=1024, help="IFD window in tokens (default: 1024)")
     cdas.add_argument("--batch-tokens", type=int, default=16384, help="padded tokens per forward (default: 16384)")
-    cdas.add_argument("--chat-template", action="store_true", help="show questions through the chat template "
-                      "(default: CodeACT's 'Question:/Answer:' template)")
+    cdas.add_argument("--prompt-format", default="auto", choices=["auto", "chat", "plain", "codeact"],
+                      help="how IFD renders each sample: auto (default) is the text SFT trains on (the chat "
+                      "template when the tokenizer has one, else plain 'Question: ...\\nAnswer:'); codeact is "
+                      "CodeACT's own 'Question:\\n...\\n\\nAnswer:\\n'")
     cdas.add_argument("--prompt-column", help="(default: first of prompt, question, instruction, ...)")
     cdas.add_argument("--response-column", help="(default: first of response, answer, completion, ...)")
     add_run_options(cdas, seed_help="k-means and random-baseline seed", cache_help="IFD cache")
@@ -86,7 +88,7 @@ def register_learnalign(methods: argparse._SubParsersAction) -> None:
 
 def sidecar(out: str | Path, suffix: str) -> Path:
     """``runs/sel.jsonl`` -> ``runs/sel.report.json``; ``runs/sel`` -> ``runs/sel.report.json``."""
-    from eval.io import DATA_FILE_SUFFIXES
+    from curate.core.io import DATA_FILE_SUFFIXES
 
     out = Path(out)
     stem = out.name[: -len(out.suffix)] if out.suffix.lower() in DATA_FILE_SUFFIXES else out.name
@@ -96,21 +98,22 @@ def sidecar(out: str | Path, suffix: str) -> Path:
 def run_cdas(args: argparse.Namespace) -> int:
     from curate import cdas
     from curate.ifd import IFDConfig
-    from eval.data import load_data, save_dataset
-    from eval.io import atomic_write_json
+    from curate.llm.data import load_data, save_dataset
+    from curate.core.io import atomic_write_json
 
     config = cdas.CDASConfig(
         ratio=args.ratio, num_clusters=args.num_clusters, embedding_model=args.embedding_model, seed=args.seed,
         prompt_column=args.prompt_column, response_column=args.response_column,
         ifd=IFDConfig(max_length=args.max_length, max_tokens_per_batch=max(args.batch_tokens, args.max_length),
-                      use_chat_template=args.chat_template),
+                      chat={"auto": None, "chat": True}.get(args.prompt_format, False),
+                      template="codeact" if args.prompt_format == "codeact" else "plain"),
     )
     ds = load_data(args.dataset, split=args.split, config=args.config, limit=args.limit)
     scored = cdas.score(ds, args.model, config=config, cache_dir=args.cache_dir, device=args.device,
                         dtype=args.dtype)
     selected = cdas.select(scored, args.ratio, args.method, args.seed)
     if len(selected) == 0:
-        from eval.errors import BadInputError
+        from curate.core.errors import BadInputError
 
         raise BadInputError(f"nothing selected: no cluster keeps a row at ratio {args.ratio} "
                             "(too few rows with IFD < 1); raise --ratio or use more data")
@@ -133,9 +136,9 @@ def run_cdas(args: argparse.Namespace) -> int:
 def run_learnalign(args: argparse.Namespace) -> int:
     from curate import learnalign
     from curate.grad_features import GradientConfig, check_lora_targets
-    from eval.data import load_data, save_dataset
-    from eval.errors import BadInputError
-    from eval.io import atomic_write_json, read_yaml
+    from curate.llm.data import load_data, save_dataset
+    from curate.core.errors import BadInputError
+    from curate.core.io import atomic_write_json, read_yaml
     from eval.tasks import get_task
 
     if args.warmup_recipe and not args.no_warmup:

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_vision(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from eval.io import atomic_write_json
+    from curate.core.io import atomic_write_json
     from vision.run import load_config, run_experiment
 
     config = load_config(args.config)

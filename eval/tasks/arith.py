@@ -17,7 +17,7 @@ from typing import Any
 
 import datasets
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.tasks import gsm8k
 from eval.tasks.base import Task, TaskOptions, Verdict, register_task
 
@@ -94,7 +94,7 @@ def default_split(split: str) -> datasets.Dataset:
 
 def load(options: TaskOptions) -> datasets.Dataset:
     if options.source:
-        from eval.data import load_data
+        from curate.llm.data import load_data
 
         ds = load_data(options.source, split=options.split, limit=options.limit)
     else:

@@ -12,7 +12,7 @@ from typing import Any
 
 import datasets
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 
 
 @dataclass
@@ -95,21 +95,3 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise BadInputError(f"unknown task '{name}'; available tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]
-
-
-def uses_chat(tokenizer: Any, options: TaskOptions) -> bool:
-    """Whether prompts go through the tokenizer's chat template."""
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if options.chat and not has_template:
-        raise BadInputError("chat prompts were asked for but the tokenizer has no chat template")
-    return has_template if options.chat is None else options.chat
-
-
-def render_chat(tokenizer: Any, turns: Sequence[tuple[str, str]], system: str | None) -> str:
-    """Apply the chat template to (user, assistant) turns; the last turn's answer is left open."""
-    messages = [{"role": "system", "content": system}] if system else []
-    for user, assistant in turns:
-        messages.append({"role": "user", "content": user})
-        if assistant:
-            messages.append({"role": "assistant", "content": assistant})
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -15,10 +15,11 @@ from typing import Any
 
 import datasets
 
-from eval.data import RESPONSE_CANDIDATES, PROMPT_CANDIDATES, default_data_dir, load_data, resolve_column
-from eval.errors import BadInputError
+from curate.llm.data import RESPONSE_CANDIDATES, PROMPT_CANDIDATES, default_data_dir, load_data, resolve_column
+from curate.core.errors import BadInputError
 from eval.gsm8k_answers import LM_EVAL_INVALID, LM_EVAL_MODES, MODES, check_mode, extract_gold, score
-from eval.tasks.base import Task, TaskOptions, Verdict, register_task, render_chat, uses_chat
+from curate.llm.chat import render_prompt
+from eval.tasks.base import Task, TaskOptions, Verdict, register_task
 
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 
@@ -70,18 +71,10 @@ def fewshot_examples(k: int, seed: int, exclude: str, pool: Sequence[tuple[str, 
     return [ex for ex in picked if ex[0] != exclude][:k]
 
 
-def plain_prompt(question: str, examples: Sequence[tuple[str, str]]) -> str:
-    shots = "".join(f"Question: {q}\nAnswer: {a}\n\n" for q, a in examples)
-    return f"{shots}Question: {question}\nAnswer:"
-
-
 def build_prompt(row: dict[str, Any], tokenizer: Any, options: TaskOptions,
                  pool: Sequence[tuple[str, str]] | None = None) -> str:
     examples = fewshot_examples(options.num_fewshot, options.fewshot_seed, row["question"], pool)
-    if uses_chat(tokenizer, options):
-        return render_chat(tokenizer, [*examples, (row["question"], "")], options.system)
-    system = f"{options.system}\n\n" if options.system else ""
-    return system + plain_prompt(row["question"], examples)
+    return render_prompt(tokenizer, [*examples, (row["question"], "")], system=options.system, chat=options.chat)
 
 
 def verify(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]],

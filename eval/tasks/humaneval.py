@@ -7,10 +7,11 @@ from typing import Any
 
 import datasets
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from eval.humaneval import check_completions, load_problems, postprocess_completion
 from eval.sandbox import Sandbox, SandboxConfig
-from eval.tasks.base import Task, TaskOptions, Verdict, register_task, render_chat, uses_chat
+from curate.llm.chat import render_prompt, uses_chat
+from eval.tasks.base import Task, TaskOptions, Verdict, register_task
 
 # Codex's stop sequences: the function body ends at the next top-level statement.
 PLAIN_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -38,8 +39,8 @@ def prepare(ds: datasets.Dataset) -> datasets.Dataset:
 
 
 def build_prompt(row: dict[str, Any], tokenizer: Any, options: TaskOptions) -> str:
-    if uses_chat(tokenizer, options):
-        return render_chat(tokenizer, [(CHAT_INSTRUCTION.format(prompt=row["prompt"]), "")], options.system)
+    if uses_chat(tokenizer, options.chat):
+        return render_prompt(tokenizer, CHAT_INSTRUCTION.format(prompt=row["prompt"]), system=options.system, chat=True)
     return row["prompt"]
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eval.errors import BadInputError
+from curate.core.errors import BadInputError
 from vision.methods.dpc import DPC, DPCConfig
 from vision.methods.selcl import SelCL, SelCLConfig
 from vision.train import Method

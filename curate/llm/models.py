@@ -1,4 +1,5 @@
-"""Model and tokenizer loading, and prompt building, shared by eval/, curate/, rl/ and sft/."""
+"""Model and tokenizer loading (with the checks a user needs), shared by eval/, sft/, rl/ and the
+selectors, and the memory-lean target log-probabilities that IFD and the gradient features use."""
 from __future__ import annotations
 
 import json
@@ -9,12 +10,8 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from eval.device import DTYPES, check_device, resolve_device, resolve_dtype  # noqa: F401 (re-exported)
-from eval.errors import BadInputError, first_line
-
-# Used when a tokenizer has no chat template (base models, raw tokenizers).
-PLAIN_TEMPLATE = "{system}Question: {prompt}\nAnswer:"
-
+from curate.core.device import resolve_device, resolve_dtype
+from curate.core.errors import BadInputError, first_line
 
 # A local model folder holds one of these configs and weights with one of these suffixes.
 MODEL_CONFIGS = ("config.json", "adapter_config.json")
@@ -25,7 +22,7 @@ def check_model_path(name_or_path: str | os.PathLike, flag: str = "--model") -> 
     """Fail fast, before any data is read, unless a local ``name_or_path`` is a model folder (a
     readable config with a model type, and weights). A name that is not a local path is taken as
     a hub id and left to the loader."""
-    from eval.data import looks_like_path
+    from curate.llm.data import looks_like_path
 
     path = Path(name_or_path).expanduser()
     if not path.exists():
@@ -97,32 +94,6 @@ def load_model_and_tokenizer(
     if model.generation_config is not None and model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
-
-
-def build_prompt(
-    tokenizer: PreTrainedTokenizerBase,
-    prompt: str,
-    *,
-    system: str | None = None,
-    use_chat_template: bool | None = None,
-    template: str = PLAIN_TEMPLATE,
-) -> str:
-    """Turn a user message into the model's input text.
-
-    With a chat template (``use_chat_template=None`` means: when the tokenizer has one) the
-    result ends with the assistant turn's opening; otherwise ``template`` is filled in.
-    """
-    if use_chat_template is None:
-        use_chat_template = bool(getattr(tokenizer, "chat_template", None))
-    if use_chat_template:
-        if not getattr(tokenizer, "chat_template", None):
-            raise BadInputError("use_chat_template=True but the tokenizer has no chat template")
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}
-        ]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return template.format(system=f"{system}\n\n" if system else "", prompt=prompt)
-
 
 
 def target_logprobs(model, ids: torch.Tensor, attention_mask: torch.Tensor, rows: torch.Tensor,

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
-from eval.io import atomic_write_text
+from curate.core.io import atomic_write_text
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import datasets
 
-from eval.errors import BadInputError, first_line
+from curate.core.errors import BadInputError, first_line
 
-# File suffix (eval.io.DATA_FILE_SUFFIXES) -> builder name of the `datasets` packaged loaders.
+# File suffix (curate.core.io.DATA_FILE_SUFFIXES) -> builder name of the `datasets` packaged loaders.
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 # Column names tried, in order, when the caller names no prompt / response column.
@@ -217,7 +217,7 @@ def _read(load, path: Path):
 def save_dataset(ds: datasets.Dataset, path: str | os.PathLike) -> Path:
     """Write ``ds`` atomically: ``.jsonl``/``.json``/``.parquet``/``.csv`` by suffix, else a
     ``save_to_disk`` folder."""
-    from eval.io import atomic_dir, atomic_file
+    from curate.core.io import atomic_dir, atomic_file
 
     path = Path(path)
     suffix = path.suffix.lower()

@@ -91,22 +91,3 @@ def run_main(prog: str, run: Callable[[], object], argv: Sequence[str], debug: b
             raise
         print(f"{prog}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
-
-
-def script_main(prog: str, parse: Callable[[list[str]], tuple], train: Callable[..., object],
-                argv: Sequence[str] | None = None) -> int:
-    """Entry point of a TRL training script: parse the recipe and flags, check the model and
-    ``output_dir`` before any work, train; bad input exits 2 and leaves no new ``output_dir``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-
-    def run() -> None:
-        from eval.io import guarded_output
-        from eval.modeling import check_model_path
-
-        script_args, training_args, model_args = parse(argv)
-        if model_args.model_name_or_path:
-            check_model_path(model_args.model_name_or_path, "model_name_or_path")
-        with guarded_output(training_args.output_dir, "output_dir"):
-            train(script_args, training_args, model_args)
-
-    return run_main(prog, run, argv)

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from eval.errors import BadInputError
-from eval.io import atomic_dir, atomic_write_json
+from curate.core.errors import BadInputError
+from curate.core.io import atomic_dir, atomic_write_json
 
 if TYPE_CHECKING:  # torch and transformers load when a model is built, not when the CLI starts
     from transformers import PreTrainedTokenizerFast, Qwen2ForCausalLM

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import torch
 from tqdm.auto import tqdm
 
-from eval.cache import derive_seed
-from eval.errors import BadInputError
+from curate.core.cache import derive_seed
+from curate.core.errors import BadInputError
 
 BACKENDS = ("auto", "hf", "vllm")
 
@@ -93,7 +93,7 @@ class HFGenerator:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, *, dtype: str = "auto",
                         device: str = "auto", batch_size: int = 32, progress: bool = True) -> HFGenerator:
-        from eval.modeling import load_model_and_tokenizer
+        from curate.llm.models import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(name_or_path, dtype=dtype, device=device)
         return cls(model, tokenizer, batch_size=batch_size, progress=progress)

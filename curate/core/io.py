@@ -7,14 +7,14 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from eval.errors import BadInputError, check_fields, first_line
+from curate.core.errors import BadInputError, first_line
 
-# Suffixes written as one data file (else a save_to_disk folder); eval.data reads the same ones.
+# Suffixes written as one data file (else a save_to_disk folder); curate.llm.data reads the same ones.
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
@@ -189,37 +189,3 @@ def read_yaml(path: str | os.PathLike, flag: str = "--config") -> dict[str, Any]
     if not isinstance(config, dict):
         raise BadInputError(f"{flag} {path}: expected a mapping of fields, got {type(config).__name__}")
     return config
-
-
-def parse_recipe(parser: Any, argv: Sequence[str]) -> tuple:
-    """``TrlParser.parse_args_and_config`` with the checks a user needs: the ``--config`` YAML read
-    by :func:`read_yaml`, unknown fields and options named, and refused values raised as
-    :class:`BadInputError`. ``parser`` is a ``TrlParser`` (duck-typed, so eval/ needs no TRL)."""
-    argv = list(argv)
-    if "--config" in argv:
-        at = argv.index("--config")
-        if at + 1 >= len(argv):
-            raise BadInputError("--config needs a YAML file")
-        _apply_recipe(parser, argv[at + 1])
-        del argv[at:at + 2]
-    _, rest = parser.parse_known_args(argv)
-    options = {s for action in parser._actions for s in action.option_strings}
-    check_fields({t.partition("=")[0] for t in rest if t.startswith("-")}, options, what="option")
-    try:
-        return parser.parse_args_into_dataclasses(args=argv)
-    except BadInputError:
-        raise
-    except ValueError as err:  # a config class refused a value
-        raise BadInputError(" ".join(str(err).split())) from err
-
-
-def _apply_recipe(parser: Any, path: str) -> None:
-    """The recipe's fields become the parser's defaults (the command line overrides them); its
-    ``env`` mapping is exported, as TRL does."""
-    config = read_yaml(path, "--config")
-    env = config.pop("env", None) or {}
-    if not isinstance(env, dict):
-        raise BadInputError(f"--config {path}: 'env' must be a mapping of variables")
-    check_fields(config, {action.dest for action in parser._actions}, f"--config {path}")
-    os.environ.update({str(k): str(v) for k, v in env.items()})
-    parser.set_defaults_with_config(**config)
