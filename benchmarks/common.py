@@ -76,7 +76,7 @@ def build_model(shape: str, dtype: str, model_dir: str | Path):
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     from curate.core.device import resolve_device, resolve_dtype
-    from curate.llm.models import load_tokenizer
+    from curate.llm.models import load_model, load_tokenizer
 
     if shape not in SHAPES:
         raise SystemExit(f"unknown shape '{shape}'; choose one of {', '.join(SHAPES)}")
@@ -84,10 +84,9 @@ def build_model(shape: str, dtype: str, model_dir: str | Path):
     device = resolve_device("auto")
     torch_dtype = resolve_dtype(dtype, device)
     if shape == "tiny":
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype, attn_implementation="sdpa")
-    else:
-        config = Qwen2Config(**SHAPES[shape], head_dim=64, max_position_embeddings=4096,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        torch.manual_seed(0)
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation="sdpa")
+        return load_model(model_dir, dtype=torch_dtype, device=device), tokenizer, device
+    config = Qwen2Config(**SHAPES[shape], head_dim=64, max_position_embeddings=4096,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, attn_implementation="sdpa")
     return model.to(device), tokenizer, device

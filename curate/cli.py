@@ -52,6 +52,8 @@ def run_command(args: argparse.Namespace) -> int:
     from curate.core.io import guarded_output
 
     check_shared_options(args)
+    if getattr(args, "out", None) is None and getattr(args, "default_out", None):
+        args.out = args.default_out(args)  # e.g. eval's runs/eval/TASK-NAME, checked like a given --out
     if getattr(args, "out", None) is None:
         return int(args.func(args) or 0)
     with guarded_output(args.out, "--out", getattr(args, "out_kind", "dir")):

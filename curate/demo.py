@@ -174,19 +174,21 @@ def train_sft(preset: DemoPreset, data: dict[str, Path], out: Path) -> Path:
     build_tiny_model(init, [f"Question: {q}\nAnswer: {a}" for q, a in zip(rows["question"], rows["answer"])],
                      preset.model, chat_template=False)
     with atomic_dir(model_dir) as tmp:  # a half-saved model is never taken for a finished one
-        sft_train.train(*sft_train.parse(_sft_argv(preset, data, init, tmp)))
+        sft_train.train(*_sft_configs(preset, data, init, tmp))
         kill_point("sft", 1)  # test hook: trained, not yet in place
     return model_dir
 
 
-def _sft_argv(preset: DemoPreset, data: dict[str, Path], init: Path, model_dir: Path) -> list[str]:
-    return ["--model_name_or_path", str(init), "--dataset", str(data["sft"]), "--output_dir", str(model_dir),
-            "--padding", "dynamic_pack", "--chat", "false", "--max_length", "256", "--dtype", "float32",
-            "--per_device_train_batch_size", str(preset.sft_batch_size), "--max_steps", str(preset.sft_steps),
-            "--learning_rate", str(preset.sft_learning_rate), "--lr_scheduler_type", "cosine",
-            "--warmup_steps", str(max(1, preset.sft_steps // 20)), "--logging_steps", str(max(1, preset.sft_steps // 10)),
-            "--save_strategy", "no", "--report_to", "none", "--seed", "0", "--disable_tqdm", "false",
-            *(["--use_cpu", "true"] if preset.device == "cpu" else [])]
+def _sft_configs(preset: DemoPreset, data: dict[str, Path], init: Path, model_dir: Path) -> tuple:
+    from sft.train import sft_configs
+
+    return sft_configs(None, model_name_or_path=init, dataset=data["sft"], output_dir=model_dir,
+                       padding="dynamic_pack", chat=False, max_length=256, dtype="float32",
+                       per_device_train_batch_size=preset.sft_batch_size, max_steps=preset.sft_steps,
+                       learning_rate=preset.sft_learning_rate, lr_scheduler_type="cosine",
+                       warmup_steps=max(1, preset.sft_steps // 20), logging_steps=max(1, preset.sft_steps // 10),
+                       save_strategy="no", report_to="none", seed=0, disable_tqdm=False,
+                       use_cpu=True if preset.device == "cpu" else None)
 
 
 def scoring_policy(preset: DemoPreset, pool, model_dir: Path, out: Path) -> Path:
@@ -199,7 +201,7 @@ def scoring_policy(preset: DemoPreset, pool, model_dir: Path, out: Path) -> Path
     return warmup(str(model_dir), pool, out / "warmup", task="arith", samples=min(preset.warmup_samples, len(pool)),
                   steps=preset.warmup_steps, num_generations=preset.num_rollouts,
                   max_completion_length=preset.max_new_tokens, seed=0, use_cpu=preset.device == "cpu",
-                  chat="false", answer_mode=preset.answer_mode, beta=preset.grpo_beta)
+                  chat=False, answer_mode=preset.answer_mode, beta=preset.grpo_beta)
 
 
 def score_pool(preset: DemoPreset, data: dict[str, Path], model_dir: Path, out: Path):
@@ -237,22 +239,22 @@ def train_arm(preset: DemoPreset, model_dir: Path, train_rows, out_dir: Path, se
     if (out_dir / "model.safetensors").exists():
         return out_dir
     with atomic_dir(out_dir) as tmp:  # a half-saved model is never taken for a finished one
-        run_grpo(_grpo_argv(preset, model_dir, tmp, seed), train_rows)
+        run_grpo(_grpo_configs(preset, model_dir, tmp, seed), train_rows)
         kill_point("grpo", 1)  # test hook: the first arm this process trains, not yet in place
     return out_dir
 
 
-def _grpo_argv(preset: DemoPreset, model_dir: Path, out_dir: Path, seed: int) -> list[str]:
-    from rl.runs import grpo_argv
+def _grpo_configs(preset: DemoPreset, model_dir: Path, out_dir: Path, seed: int) -> tuple:
+    from rl.runs import grpo_configs
 
-    return grpo_argv(None, model_name_or_path=model_dir, task="arith", chat="false", output_dir=out_dir,
-                     use_peft="false", learning_rate=preset.grpo_learning_rate, max_steps=preset.grpo_steps,
-                     beta=preset.grpo_beta, warmup_steps=preset.grpo_warmup_steps, loss_type="dapo",
-                     num_generations=preset.num_rollouts,
-                     per_device_train_batch_size=preset.grpo_prompts_per_step * preset.num_rollouts,
-                     max_completion_length=preset.max_new_tokens, seed=seed, dtype="float32",
-                     answer_mode=preset.answer_mode, freeze=preset.grpo_freeze,
-                     use_cpu="true" if preset.device == "cpu" else None)
+    return grpo_configs(None, model_name_or_path=model_dir, task="arith", chat=False, output_dir=out_dir,
+                        use_peft=False, learning_rate=preset.grpo_learning_rate, max_steps=preset.grpo_steps,
+                        beta=preset.grpo_beta, warmup_steps=preset.grpo_warmup_steps, loss_type="dapo",
+                        num_generations=preset.num_rollouts,
+                        per_device_train_batch_size=preset.grpo_prompts_per_step * preset.num_rollouts,
+                        max_completion_length=preset.max_new_tokens, seed=seed, dtype="float32",
+                        answer_mode=preset.answer_mode, freeze=preset.grpo_freeze,
+                        use_cpu=True if preset.device == "cpu" else None)
 
 
 METRICS = ("sampled", "greedy")

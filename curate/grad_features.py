@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 from curate.llm.batching import token_budget_batches
 from curate.core.cache import derive_seed
 from curate.core.errors import BadInputError
+from curate.llm.batching import padded_targets
 from curate.llm.models import target_logprobs
 
 
@@ -178,18 +179,7 @@ def _rollout_batch(groups: Sequence[RolloutGroup], items: Sequence[tuple[int, in
                    device: torch.device) -> tuple[torch.Tensor, ...]:
     """Right-padded ids and mask of the (group, rollout) items; the (row, col) of completion tokens."""
     seqs = [groups[i].prompt_ids + groups[i].completion_ids[g] for i, g in items]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    rows, cols = [], []
-    for r, ((i, g), seq) in enumerate(zip(items, seqs)):
-        ids[r, : len(seq)] = torch.tensor(seq)
-        mask[r, : len(seq)] = 1
-        start = len(groups[i].prompt_ids)
-        rows += [r] * (len(seq) - start)
-        cols += range(start, len(seq))
-    to = lambda t: torch.as_tensor(t, dtype=torch.long).to(device)  # noqa: E731
-    return to(ids), to(mask), to(rows), to(cols)
+    return padded_targets(seqs, [len(groups[i].prompt_ids) for i, _ in items], pad_id, device)
 
 
 def grpo_surrogate(model: nn.Module, groups: Sequence[RolloutGroup], items: Sequence[tuple[int, int]],

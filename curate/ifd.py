@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from curate.llm.batching import token_budget_batches
+from curate.llm.batching import padded_targets, token_budget_batches
 from curate.llm.chat import PLAIN_TEMPLATE, check_template, render_pair
 from curate.llm.models import target_logprobs
 from curate.core.errors import BadInputError
@@ -129,18 +129,8 @@ def mean_nll(model, sequences: Sequence[Scored], config: IFDConfig, pad_id: int,
     out = [math.nan] * len(sequences)
     batches = token_budget_batches(lengths, config.max_tokens_per_batch, config.max_batch_size)
     for batch in tqdm(batches, desc="IFD forward passes", unit="batch", disable=not progress):
-        width = max(lengths[i] for i in batch)
-        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        rows, cols = [], []
-        for r, i in enumerate(batch):
-            seq = sequences[i]
-            ids[r, : len(seq.ids)] = torch.tensor(seq.ids)
-            mask[r, : len(seq.ids)] = 1
-            rows += [r] * (len(seq.ids) - seq.start)
-            cols += range(seq.start, len(seq.ids))
-        ids, mask = ids.to(device), mask.to(device)
-        rows_t, cols_t = torch.tensor(rows, device=device), torch.tensor(cols, device=device)
+        ids, mask, rows_t, cols_t = padded_targets([sequences[i].ids for i in batch],
+                                                   [sequences[i].start for i in batch], pad_id, device)
         nll = -target_logprobs(model, ids, mask, rows_t, cols_t, config.logits_rows)
         sums = torch.zeros(len(batch), dtype=torch.float64, device=device).index_add_(0, rows_t, nll.double())
         counts = torch.bincount(rows_t, minlength=len(batch))

@@ -45,9 +45,12 @@ import torch
 from curate.grad_features import GradientConfig, RolloutGroup, batched_features, normalise
 from curate.core.cache import default_cache_dir, derive_seed, digest, kill_point, model_fingerprint, run_chunked
 from curate.core.errors import BadInputError
+from curate.registry import SELECTORS
+from curate.llm.shards import gather, merge_shards, process_shard, shard_rows
+from curate.selection import resolve_count, select_by_rule, with_row_index
 
-logger = logging.getLogger(__name__)
-METHODS = ("learnalign", "random", "ifd", "length", "learnability", "gradient", "gradient_cosine")
+logger = logging.getLogger("curatekit.learnalign")
+METHODS = SELECTORS["learnalign"].methods
 SCORE_COLUMNS = ("success_rate", "learnability", "score", "gradient_score", "gradient_cosine_score", "response_tokens")
 NO_LEARNABLE_ROWS = ("no row is learnable (every success rate is 0 or 1): the LearnAlign score and the learnability "
                      "are 0 everywhere, so selecting by them is a seeded random pick; warm up longer, use more "
@@ -128,41 +131,6 @@ def _decode_vector(text: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(text), dtype=np.float32)
 
 
-def _shard() -> tuple[int, int]:
-    """(rank, world size) under ``accelerate launch`` (or torchrun); (0, 1) otherwise."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        state = PartialState(cpu=not torch.cuda.is_available())  # gloo ranks on a CPU machine
-        return state.process_index, state.num_processes
-    return 0, 1
-
-
-def end_distributed() -> None:
-    """Tear the process group down (gloo aborts at exit otherwise); a no-op in one process."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
-
-
-def is_main_process() -> bool:
-    return _shard()[0] == 0
-
-
-def _gather(obj: Any, world: int) -> list[Any]:
-    if world == 1:
-        return [obj]
-    from accelerate.utils import gather_object
-
-    return gather_object([obj])
-
-
-def shard_rows(n: int, chunk_size: int, rank: int = 0, world: int = 1) -> list[int]:
-    """Rank ``rank``'s rows: global chunks rank, rank + world, ... of ``chunk_size`` rows, so every
-    chunk (its rows and its seeds) is the same whatever the number of processes."""
-    chunks = range(rank, -(-n // chunk_size), world)
-    return [i for c in chunks for i in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
-
-
 def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache: Path | None,
              progress: bool = True, device: str = "auto", dtype: str = "auto", shard: tuple[int, int] = (0, 1)
              ) -> tuple[list[str], list[list[Any]], list[list[float]], Any]:
@@ -170,46 +138,30 @@ def rollouts(rows: datasets.Dataset, model: str, config: LearnAlignConfig, cache
     generator's (model, tokenizer) for reuse (None after vLLM, whose engine is closed). ``rows`` are
     rank ``shard[0]`` of ``shard[1]``'s (:func:`shard_rows`); local chunk c is global chunk
     rank + c * world, sampled with a seed derived from (``config.seed``, global chunk)."""
-    from curate.llm.generation import Completion, SamplingConfig, load_generator
+    from curate.llm.generation import SamplingConfig, load_generator
+    from eval.evaluate import sample_and_verify
     from eval.tasks import TaskOptions, get_task
-    from curate.llm.chat import uses_chat
 
     rank, world = shard
     task = get_task(config.task)
     options = TaskOptions(chat=config.chat, num_fewshot=config.num_fewshot, answer_mode=config.answer_mode)
     generator = load_generator(model, config.backend, dtype=dtype, device=device,
-                               batch_size=config.generation_batch_size, progress=False)
-    try:
-        prompts = [task.build_prompt(row, generator.tokenizer, options) for row in rows]
-        sampling = SamplingConfig(n=config.num_rollouts, temperature=config.temperature, top_p=config.top_p,
-                                  max_new_tokens=config.max_new_tokens or task.max_new_tokens,
-                                  stop=task.stop(options, uses_chat(generator.tokenizer, options.chat)), seed=config.seed)
-        if cache is not None:
-            cache = cache.with_name(cache.name.replace("{key}", digest(
-                "seed per global chunk", task.name, generator.name, model_fingerprint(model),
-                json.dumps(asdict(sampling), sort_keys=True), str(config.chunk_size), f"{rank}/{world}", *prompts)))
-
-        def compute(c: int, batch: Sequence[str]) -> list[list[Completion]]:
-            seed = derive_seed(config.seed, "rollouts", rank + c * world)
-            return generator.generate(batch, **{**asdict(sampling), "seed": seed})
-
-        completions = run_chunked(prompts, compute, cache, chunk_size=config.chunk_size,
-                                  encode=lambda group: [asdict(c) for c in group],
-                                  decode=lambda group: [Completion(**c) for c in group],
-                                  desc=f"rollouts ({generator.name})", unit="prompt", progress=progress,
-                                  stage="rollouts")
-    finally:
-        if hasattr(generator, "close"):
-            generator.close()  # free the GPU (vLLM's engine) for the gradient pass
-    verdicts = task.verify(list(rows), [[c.text for c in group] for group in completions], options)
-    rewards = [[float(v.correct) for v in judged] for judged in verdicts]
+                               batch_size=config.generation_batch_size, progress=progress)
+    sampling = SamplingConfig(n=config.num_rollouts, temperature=config.temperature, top_p=config.top_p,
+                              max_new_tokens=config.max_new_tokens or task.max_new_tokens, seed=config.seed)
+    sampled = sample_and_verify(
+        generator, task, list(rows), options, sampling, cache, model=model, chunk_size=config.chunk_size,
+        chunk_seed=lambda c: derive_seed(config.seed, "rollouts", rank + c * world),
+        key_parts=("seed per global chunk", f"{rank}/{world}"), progress=progress, close=True, stage="rollouts")
+    rewards = [[float(v.correct) for v in judged] for judged in sampled.verdicts]
     loaded = (generator.model, generator.tokenizer) if hasattr(generator, "model") else None
-    return prompts, completions, rewards, loaded
+    return sampled.prompts, sampled.completions, rewards, loaded
 
 
 def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConfig | None = None, *,
           cache_dir: str | os.PathLike | bool | None = None, device: str = "auto", dtype: str = "auto",
-          progress: bool = True, reference: str | os.PathLike | None = None) -> datasets.Dataset:
+          progress: bool = True, reference: str | os.PathLike | None = None,
+          on_stage: Callable[[str], None] = lambda text: None) -> datasets.Dataset:
     """Add LearnAlign's columns to ``ds`` (see the module docstring).
 
     ``model`` is a folder or hub id; a folder with a LoRA adapter (e.g. :func:`warmup`'s output) is
@@ -228,10 +180,11 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
     if len(rows) == 0:
         raise BadInputError("the dataset is empty")
     model = str(model)
-    rank, world = _shard()
+    rank, world = process_shard()
     mine = shard_rows(len(rows), config.chunk_size, rank, world)
     folder = None if cache_dir is False else Path(cache_dir or default_cache_dir())
     rollout_cache = folder / f"rollouts-{{key}}-rank{rank}of{world}.jsonl" if folder else None
+    on_stage(f"rollouts: {len(rows)} prompts x {config.num_rollouts} under {model}")
     prompts, completions, rewards, loaded = rollouts(rows.select(mine), model, config, rollout_cache, progress,
                                                      device, dtype, shard=(rank, world))
     # The HF generator's model serves the gradient pass too (batches are built right-padded here).
@@ -243,6 +196,8 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
     ref_model = None
     if reference is not None and config.gradients.beta:
         ref_model = load_model_and_tokenizer(str(reference), device=device, dtype=dtype)[0].eval()
+    on_stage(f"gradients: {len(rows)} prompts, LoRA r={config.gradients.lora_r} projected to "
+             f"k={config.gradients.projection_dim}")
     raw = _gradients(groups, policy, tokenizer, model, config, folder, (rank, world), progress, reference, ref_model)
     raw_features = torch.as_tensor(np.stack(raw)) if raw else torch.zeros(0, config.gradients.projection_dim)
     features = normalise(raw_features)
@@ -259,16 +214,13 @@ def score(ds: datasets.Dataset, model: str | os.PathLike, config: LearnAlignConf
         "gradient_cosine_score": alignment_scores(features, np.ones(len(mine)), pool_sum=pool_sum).tolist(),
         "response_tokens": [float(np.mean([c.num_tokens for c in group])) for group in completions],
     }
-    merged: dict[str, list[Any]] = {k: [None] * len(rows) for k in SCORE_COLUMNS}
-    for part in _gather(local, world):
-        for k in SCORE_COLUMNS:
-            for i, value in zip(part["index"], part[k]):
-                merged[k][i] = value
+    merged = merge_shards(local, len(rows), world)
     out = ds
     for k in SCORE_COLUMNS:
         out = out.remove_columns(k) if k in out.column_names else out
         out = out.add_column(k, merged[k])
     if config.with_ifd:
+        on_stage(f"IFD: {len(rows)} samples under the base model")
         out = _with_ifd(out, rows, policy, tokenizer, progress)
     kill_point("scoring", 1)
     return out
@@ -299,7 +251,7 @@ def _gradients(groups: list[RolloutGroup], policy: Any, tokenizer: Any, model: s
 
 
 def _sum_over_ranks(total: np.ndarray, count: int, world: int) -> tuple[np.ndarray, int]:
-    parts = _gather((total, count), world)
+    parts = gather((total, count), world)
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
@@ -319,39 +271,18 @@ def _with_ifd(out: datasets.Dataset, rows: datasets.Dataset, policy: Any, tokeni
     return out.add_column("ifd", ifd)
 
 
-def ranking(values: np.ndarray, seed: int, eligible: np.ndarray | None = None) -> np.ndarray:
-    """Indices by value, highest first; ties in a seeded random order; NaN and ineligible rows last
-    (and excluded when ``eligible`` is given)."""
-    values = np.asarray(values, dtype=np.float64)
-    ok = ~np.isnan(values) if eligible is None else (eligible & ~np.isnan(values))
-    pool = np.flatnonzero(ok)
-    tiebreak = np.random.default_rng(seed).permutation(len(values))[pool]
-    return pool[np.lexsort((tiebreak, -values[pool]))]
-
-
-def select(ds: datasets.Dataset, n: int, method: str = "learnalign", seed: int = 0) -> datasets.Dataset:
-    """The top ``n`` rows of a scored dataset by ``method`` (see the module docstring), in rank order."""
+def select(ds: datasets.Dataset, n: int | None = None, method: str = "learnalign", seed: int = 0, *,
+           ratio: float | None = None) -> datasets.Dataset:
+    """The top ``n`` rows (or ``floor(ratio * len)``) of a scored dataset by ``method`` (see the
+    module docstring), in rank order."""
     if method not in METHODS:
         raise BadInputError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
-    if not isinstance(n, (int, np.integer)) or n <= 0:
-        raise BadInputError(f"n must be a positive integer, got {n}")
-    if n > len(ds):
-        raise BadInputError(f"n={n} is larger than the pool of {len(ds)} rows")
-    column = {"learnalign": "score", "ifd": "ifd", "length": "response_tokens", "learnability": "learnability",
-              "gradient": "gradient_score", "gradient_cosine": "gradient_cosine_score", "random": None}[method]
-    if column is not None and column not in ds.column_names:
-        hint = " (score with with_ifd=True / --with-ifd)" if column == "ifd" else ": run curate.learnalign.score first"
-        raise BadInputError(f"dataset has no '{column}' column{hint}")
+    count = resolve_count(len(ds), n=n, ratio=ratio)
+    if count < 1:
+        raise BadInputError(f"ratio {ratio} of {len(ds)} rows is less than one row")
     if method in ("learnalign", "learnability") and "success_rate" in ds.column_names and not _learnable(ds).any():
         logger.warning("curatekit: warning: %s", NO_LEARNABLE_ROWS)
-    if column is None:
-        order = np.random.default_rng(seed).permutation(len(ds))
-    else:
-        values = np.asarray(ds[column], dtype=np.float64)
-        order = ranking(values, seed, eligible=values < 1 if method == "ifd" else None)
-        if len(order) < n:
-            raise BadInputError(f"only {len(order)} rows have a usable '{column}' value; asked for n={n}")
-    return ds.select(order[:n])
+    return select_by_rule(ds, method, count, seed)
 
 
 def _learnable(ds: datasets.Dataset) -> np.ndarray:
@@ -411,3 +342,85 @@ def plot_report(scored: datasets.Dataset, selected: datasets.Dataset, path: str 
     right.set_ylabel("LearnAlign score")
     right.legend()
     return save_png(fig, path)
+
+
+@dataclass
+class WarmupConfig:
+    """Step 1: a short GRPO run (LoRA) on ``samples`` random rows gives θ_s (paper: 300 for GSM8K)."""
+
+    enabled: bool = True
+    samples: int = 300
+    steps: int | None = None  # default: one epoch
+    recipe: str | None = None  # an rl.grpo YAML (default: small LoRA settings)
+
+    def __post_init__(self) -> None:
+        if self.samples < 1:
+            raise BadInputError(f"warmup samples must be a positive integer, got {self.samples}")
+
+
+class LearnAlign:
+    """LearnAlign as a selector (scikit-learn shape): ``LearnAlign(model, config, warmup=...,
+    work_dir=...).score(ds)`` warms up (θ_s in ``work_dir/warmup``, reused on a rerun), rolls out,
+    takes gradients and adds the score columns and ``row_index``; ``.select(scored, n=N | ratio=r)``
+    keeps the top rows by ``method`` (``learnalign`` or a baseline). ``scoring_model_`` is θ_s after
+    ``score``. Constructor fields not named below go to :class:`LearnAlignConfig`."""
+
+    def __init__(self, model: str | os.PathLike, config: LearnAlignConfig | None = None, *,
+                 warmup: WarmupConfig | None = None, work_dir: str | os.PathLike | None = None,
+                 method: str = "learnalign", cache_dir: str | os.PathLike | bool | None = None,
+                 device: str = "auto", dtype: str = "auto", progress: bool = True,
+                 reference: str | os.PathLike | None = None, **fields: Any) -> None:
+        if method not in METHODS:
+            raise BadInputError(f"unknown method '{method}'; choose one of {', '.join(METHODS)}")
+        self.model, self.method, self.reference = str(model), method, reference
+        self.config = config or LearnAlignConfig(**fields)
+        self.warmup = warmup or WarmupConfig(enabled=False)
+        if self.warmup.enabled and work_dir is None:
+            raise BadInputError("a warmup needs a work_dir to keep its adapter in")
+        if method == "ifd" and not self.config.with_ifd:
+            raise BadInputError("method 'ifd' needs IFD scores: with_ifd=True (--with-ifd)")
+        self.work_dir = Path(work_dir) if work_dir is not None else None
+        self.cache_dir, self.device, self.dtype, self.progress = cache_dir, device, dtype, progress
+        self.scoring_model_: str | None = None
+
+    def score(self, ds: datasets.Dataset) -> datasets.Dataset:
+        from curate.core.runs import Stages
+
+        self.stages_ = Stages(2 + self.warmup.enabled + self.config.with_ifd + 1)  # ... and select
+        self.scoring_model_ = self._warm_up(ds) if self.warmup.enabled else self.model
+        scored = score(ds, self.scoring_model_, self.config, cache_dir=self.cache_dir, device=self.device,
+                       dtype=self.dtype, progress=self.progress, reference=self.reference, on_stage=self.stages_)
+        return with_row_index(scored)
+
+    def select(self, scored: datasets.Dataset, n: int | None = None, ratio: float | None = None) -> datasets.Dataset:
+        selected = select(scored, n, self.method, self.config.seed, ratio=ratio)
+        if hasattr(self, "stages_"):
+            self.stages_(f"select: {len(selected)} of {len(scored)} rows by {self.method}")
+        return selected
+
+    def report(self, scored: datasets.Dataset, selected: datasets.Dataset) -> dict[str, Any]:
+        return {**report(scored, selected, self.method), "scorer": self.scoring_model_, "warmup": self.warmup.enabled,
+                "num_rollouts": self.config.num_rollouts, "projection_dim": self.config.gradients.projection_dim}
+
+    def plot(self, scored: datasets.Dataset, selected: datasets.Dataset, path: str | os.PathLike) -> Path:
+        return plot_report(scored, selected, path)
+
+    @staticmethod
+    def summary(report: dict[str, Any]) -> str:
+        rate = report["success_rate"]
+        return (f"learnalign ({report['method']}): {report['selected']} of {report['rows']} rows selected; success "
+                f"rate mean {rate['mean']:.3f}, {rate['p_equals_0']} at p=0, {rate['p_equals_1']} at p=1, "
+                f"{rate['learnable']} learnable")
+
+    def _warm_up(self, ds: datasets.Dataset) -> str:
+        from rl.runs import warmup
+
+        samples = min(self.warmup.samples, len(ds))
+        self.stages_(f"warmup: GRPO with LoRA on {samples} random rows"
+                     + (f", {self.warmup.steps} steps" if self.warmup.steps else ", one epoch")
+                     + f" -> {self.work_dir / 'warmup'}")
+        return str(warmup(self.model, ds, self.work_dir / "warmup", task=self.config.task,
+                          samples=samples, steps=self.warmup.steps,
+                          num_generations=self.config.num_rollouts,
+                          max_completion_length=self.config.max_new_tokens or 256, seed=self.config.seed,
+                          recipe=self.warmup.recipe, use_cpu=True if self.device == "cpu" else None))

@@ -27,7 +27,7 @@ def staged(model: str, pool: datasets.Dataset, stages: Sequence[int], out_dir: s
     from curate import learnalign
     from curate.llm.data import save_dataset
     from curate.core.io import atomic_write_json
-    from rl.runs import grpo_argv, run_grpo
+    from rl.runs import grpo_configs, run_grpo
 
     config = config or learnalign.LearnAlignConfig()
     if not stages or any(n <= 0 for n in stages):
@@ -46,13 +46,13 @@ def staged(model: str, pool: datasets.Dataset, stages: Sequence[int], out_dir: s
         chosen = learnalign.select(scored, n, method, seed=seed + s)
         stage_dir = out_dir / f"stage{s}"
         save_dataset(chosen, stage_dir / "selected.jsonl")
-        argv = grpo_argv(recipe, model_name_or_path=policy, task=config.task, output_dir=stage_dir / "policy",
-                         max_steps=steps_per_stage, seed=seed + s, merge_lora="true",
-                         num_generations=None if recipe else config.num_rollouts,
-                         per_device_train_batch_size=None if recipe else 2 * config.num_rollouts,
-                         max_completion_length=None if recipe else config.max_new_tokens or 256,
-                         use_cpu=use_cpu, ref_model=str(model) if s > 0 else None)
-        run_grpo(argv, chosen)
+        configs = grpo_configs(recipe, model_name_or_path=policy, task=config.task, output_dir=stage_dir / "policy",
+                               max_steps=steps_per_stage, seed=seed + s, merge_lora=True,
+                               num_generations=None if recipe else config.num_rollouts,
+                               per_device_train_batch_size=None if recipe else 2 * config.num_rollouts,
+                               max_completion_length=None if recipe else config.max_new_tokens or 256,
+                               use_cpu=use_cpu, ref_model=str(model) if s > 0 else None)
+        run_grpo(configs, chosen)
         policy = str(stage_dir / "policy")
         picked = set(chosen["pool_index"])
         remaining = remaining.filter(lambda row: row["pool_index"] not in picked)

@@ -10,18 +10,19 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from curate.core.cache import digest, model_fingerprint, run_chunked
 from curate.core.errors import BadInputError
-from curate.llm.generation import Completion, Generator, SamplingConfig, load_generator
 from curate.core.io import atomic_write_json, atomic_write_text
+from curate.llm.chat import uses_chat
+from curate.llm.generation import Completion, Generator, SamplingConfig, load_generator
 from eval.metrics import summarize_correctness
 from eval.tasks import Task, TaskOptions, get_task
-from curate.llm.chat import uses_chat
+from eval.tasks.base import Verdict
 
 
 @dataclass
@@ -56,16 +57,19 @@ class EvalConfig:
             raise BadInputError(f"chunk_size must be at least 1, got {self.chunk_size}")
 
     def resolved_out_dir(self) -> Path:
-        if self.out_dir:
-            return Path(self.out_dir)
-        name = Path(self.model).name if self.model else Path(self.samples_file).stem
-        return Path("runs") / "eval" / f"{self.task}-{name or 'model'}"
+        return Path(self.out_dir) if self.out_dir else default_out_dir(self.task, self.model, self.samples_file)
 
     def sampling(self, stop: Sequence[str], task: Task) -> SamplingConfig:
         temperature = self.temperature if self.temperature is not None else (0.0 if self.n == 1 else 0.8)
         return SamplingConfig(n=self.n, temperature=temperature, top_p=self.top_p,
                               max_new_tokens=self.max_new_tokens or task.max_new_tokens,
                               stop=tuple(stop), seed=self.seed)
+
+
+def default_out_dir(task: str, model: str | None, samples_file: str | None) -> Path:
+    """runs/eval/TASK-NAME, NAME from the model folder or the samples file."""
+    name = Path(model).name if model else Path(samples_file).stem
+    return Path("runs") / "eval" / f"{task}-{name or 'model'}"
 
 
 def evaluate(config: EvalConfig, generator: Generator | None = None) -> dict[str, Any]:
@@ -83,22 +87,17 @@ def evaluate(config: EvalConfig, generator: Generator | None = None) -> dict[str
         owned = generator is None
         generator = generator or load_generator(
             config.model, config.backend, dtype=config.dtype, device=config.device,
-            batch_size=config.batch_size, progress=False)
-        tokenizer = generator.tokenizer
-        prompts = [task.build_prompt(row, tokenizer, config.options) for row in rows]
-        sampling = config.sampling(task.stop(config.options, uses_chat(tokenizer, config.options.chat)), task)
-        key = cache_key(task.name, config.model, generator.name, prompts, sampling, config.chunk_size)
-        cache = out_dir / "cache" / f"generations-{key}.jsonl"
-        try:
-            generated = generate_cached(generator, prompts, sampling, cache, config.chunk_size,
-                                        resume=config.resume, progress=config.progress)
-        finally:
-            if owned and hasattr(generator, "close"):
-                generator.close()  # free the GPU (vLLM's engine) before the sandbox runs
+            batch_size=config.batch_size, progress=config.progress)
+        sampled = sample_and_verify(generator, task, rows, config.options, config.sampling((), task),
+                                    out_dir / "cache" / "generations-{key}.jsonl", model=config.model,
+                                    chunk_size=config.chunk_size, resume=config.resume,
+                                    progress=config.progress, close=owned)
+        prompts, generated, sampling, verdicts = sampled.prompts, sampled.completions, sampled.sampling, sampled.verdicts
         texts = [[c.text for c in samples] for samples in generated]
         backend = generator.name
-    generation_s = time.monotonic() - started
-    verdicts = task.verify(rows, texts, config.options)
+    generation_s = time.monotonic() - started  # (scoring a samples file: verification only, below)
+    if config.samples_file:
+        verdicts = task.verify(rows, texts, config.options)
     summary = summarize_correctness([[v.correct for v in judged] for judged in verdicts],
                                     config.ks or task.ks)
 
@@ -127,24 +126,63 @@ def evaluate(config: EvalConfig, generator: Generator | None = None) -> dict[str
     return summary
 
 
+@dataclass
+class Sampled:
+    """What :func:`sample_and_verify` returns: the rendered prompts, the completions per prompt,
+    the verifier's verdicts per completion and the sampling settings used (stop strings set)."""
+
+    prompts: list[str]
+    completions: list[list[Completion]]
+    verdicts: list[list[Verdict]]
+    sampling: SamplingConfig
+
+
+def sample_and_verify(generator: Generator, task: Task, rows: Sequence[dict[str, Any]], options: TaskOptions,
+                      sampling: SamplingConfig, cache: Path | None, *, model: str | None, chunk_size: int = 64,
+                      chunk_seed: Callable[[int], int] | None = None, key_parts: Sequence[str] = (),
+                      resume: bool = True, progress: bool = True, close: bool = False,
+                      stage: str | None = None) -> Sampled:
+    """The one generate-and-verify path, used by evaluation and by LearnAlign's rollouts: render
+    the task's prompts, sample them chunk by chunk with the task's stop strings (cached under
+    ``cache``, whose ``{key}`` becomes a digest of everything that decides the completions), close
+    the generator if asked (frees vLLM's GPU memory before a sandbox or a gradient pass), verify."""
+    prompts = [task.build_prompt(row, generator.tokenizer, options) for row in rows]
+    sampling = replace(sampling, stop=tuple(task.stop(options, uses_chat(generator.tokenizer, options.chat))))
+    if cache is not None:
+        key = cache_key(task.name, model, generator.name, prompts, sampling, chunk_size, *key_parts)
+        cache = cache.with_name(cache.name.replace("{key}", key))
+    try:
+        completions = generate_cached(generator, prompts, sampling, cache, chunk_size, resume=resume,
+                                      progress=progress, chunk_seed=chunk_seed, stage=stage)
+    finally:
+        if close and hasattr(generator, "close"):
+            generator.close()
+    verdicts = task.verify(list(rows), [[c.text for c in group] for group in completions], options)
+    return Sampled(prompts, completions, verdicts, sampling)
+
+
 def cache_key(task: str, model: str | None, backend: str, prompts: Sequence[str],
-              sampling: SamplingConfig, chunk_size: int) -> str:
+              sampling: SamplingConfig, chunk_size: int, *extra: str) -> str:
     """A digest of everything that decides the completions."""
     return digest(task, backend, model_fingerprint(model), json.dumps(asdict(sampling), sort_keys=True),
-                  str(chunk_size), *prompts)
+                  str(chunk_size), *extra, *prompts)
 
 
 def generate_cached(generator: Generator, prompts: Sequence[str], sampling: SamplingConfig, cache: Path | None,
-                    chunk_size: int = 64, resume: bool = True, progress: bool = True) -> list[list[Completion]]:
-    """Generate chunk by chunk (chunk c sampled with seed ``sampling.seed + c``, so results do not
-    depend on where a run was interrupted), appending each finished chunk to ``cache``."""
+                    chunk_size: int = 64, resume: bool = True, progress: bool = True,
+                    chunk_seed: Callable[[int], int] | None = None, stage: str | None = None
+                    ) -> list[list[Completion]]:
+    """Generate chunk by chunk (chunk c sampled with seed ``chunk_seed(c)``, default
+    ``sampling.seed + c``, so results do not depend on where a run was interrupted), appending
+    each finished chunk to ``cache``."""
     def compute(c: int, batch: Sequence[str]) -> list[list[Completion]]:
-        return generator.generate(batch, **{**asdict(sampling), "seed": sampling.seed + c})
+        seed = chunk_seed(c) if chunk_seed else sampling.seed + c
+        return generator.generate(batch, **{**asdict(sampling), "seed": seed})
 
     return run_chunked(prompts, compute, cache, chunk_size=chunk_size, resume=resume, progress=progress,
                        encode=lambda samples: [asdict(x) for x in samples],
                        decode=lambda samples: [Completion(**x) for x in samples],
-                       desc=f"generate ({generator.name})", unit="prompt")
+                       desc=f"generate ({generator.name})", unit="prompt", stage=stage)
 
 
 def read_samples(path: str | os.PathLike, task: Task, options: TaskOptions

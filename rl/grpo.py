@@ -5,8 +5,9 @@
 The YAML holds the fields of :class:`GRPOScriptArguments`, TRL's ``GRPOConfig`` (``beta``,
 ``epsilon``, ``num_generations``, ``temperature``, ``use_vllm``, ...) and ``ModelConfig``
 (``use_peft: true`` for LoRA). Prompts are built by the task's own prompt builder (the same ones
-evaluation and LearnAlign's rollouts use); ``dataset`` may be any source with the task's columns,
-including a selection written by ``curate select``. Rewards (``rewards``, comma-separated):
+evaluation and LearnAlign's rollouts use); ``dataset`` may be any source with the task's columns
+(or others, named by ``prompt_column`` / ``answer_column``), including a selection written by
+``curate select``. Rewards (``rewards``, comma-separated):
 
 - ``correct``: 1.0 when the task's verifier accepts the completion (GSM8K's final number,
   HumanEval's tests);
@@ -36,6 +37,10 @@ class GRPOScriptArguments:
     dataset: str | None = field(default=None, metadata={
         "help": "hub id, data file or save_to_disk folder (default: the task's own data)"})
     dataset_split: str = field(default="train", metadata={"help": "split to train on"})
+    prompt_column: str | None = field(default=None, metadata={
+        "help": "the dataset's prompt column (default: the task's own, e.g. gsm8k's question)"})
+    answer_column: str | None = field(default=None, metadata={
+        "help": "the dataset's answer column (default: the task's own, e.g. gsm8k's answer)"})
     limit: int | None = field(default=None, metadata={"help": "the first N rows only"})
     subset: int | None = field(default=None, metadata={"help": "a seeded random subset of N rows (warmup)"})
     subset_seed: int = field(default=0, metadata={"help": "seed of the random subset"})
@@ -89,14 +94,21 @@ def task_prompts(task_name: str, rows: datasets.Dataset, tokenizer: Any, options
 
 
 def build_dataset(args: GRPOScriptArguments, tokenizer: Any, ds: datasets.Dataset | None = None) -> datasets.Dataset:
-    """The task's rows (from ``ds``, else from ``args.dataset`` or the task's own data) with a
-    ``prompt`` column (TRL's input); the task's own code prompt, if any, moves to ``code_prompt``."""
+    """The task's rows (from ``ds``, else from ``args.dataset`` or the task's own data; the columns
+    ``prompt_column`` / ``answer_column`` name, else the task's own) with a ``prompt`` column (TRL's
+    input); the task's own code prompt, if any, moves to ``code_prompt``."""
     from eval.tasks import TaskOptions, get_task
+    from eval.tasks.base import map_columns
 
     options = TaskOptions(source=args.dataset, split=args.dataset_split, limit=args.limit, chat=args.chat,
-                          num_fewshot=args.num_fewshot)
+                          num_fewshot=args.num_fewshot, prompt_column=args.prompt_column,
+                          answer_column=args.answer_column)
     task = get_task(args.task)
-    rows = task.load(options) if ds is None else task.rows_from(ds.select(range(min(len(ds), args.limit or len(ds)))))
+    if ds is None:
+        rows = task.load(options)
+    else:
+        ds = ds.select(range(min(len(ds), args.limit or len(ds))))
+        rows = task.rows_from(map_columns(ds, args.prompt_column, args.answer_column))
     if args.subset is not None:
         if args.subset > len(rows):
             raise BadInputError(f"subset={args.subset} is larger than the {len(rows)} rows available")
@@ -145,20 +157,15 @@ def freeze_parameters(model: Any, pattern: str) -> int:
 def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: datasets.Dataset | None = None):
     """Build the trainer, train, save to ``training_args.output_dir``; returns the trainer.
     ``dataset`` (rows with the task's columns) replaces ``script_args.dataset``."""
-    import torch
-    from transformers import AutoModelForCausalLM
     from trl import GRPOTrainer, get_peft_config
 
-    from curate.llm.models import load_tokenizer
+    from curate.llm.models import load_tokenizer, training_model
 
     if not model_args.model_name_or_path:
         raise BadInputError("model_name_or_path is required")
     tokenizer = load_tokenizer(model_args.model_name_or_path, padding_side="left")
     ds = build_dataset(script_args, tokenizer, dataset)
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path, dtype=dtype or "auto",
-        attn_implementation=model_args.attn_implementation or "sdpa")
+    model = training_model(model_args)
     if script_args.freeze:
         frozen = freeze_parameters(model, script_args.freeze)
         print(f"rl.grpo: froze {frozen} parameter tensors matching '{script_args.freeze}'")
@@ -166,8 +173,7 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
                           train_dataset=ds, processing_class=tokenizer, peft_config=get_peft_config(model_args))
     if script_args.ref_model and training_args.beta:
         # TRL takes π_ref from the starting policy; a staged run keeps its original model instead.
-        ref = AutoModelForCausalLM.from_pretrained(script_args.ref_model, dtype=dtype or "auto",
-                                                   attn_implementation=model_args.attn_implementation or "sdpa")
+        ref = training_model(model_args, script_args.ref_model)
         from trl.trainer.utils import add_fused_lm_head  # TRL's own patch of its reference models
 
         add_fused_lm_head(ref, temperature=trainer.temperature, cast_lm_head_to_fp32=training_args.cast_lm_head_to_fp32)
@@ -189,13 +195,17 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
     return trainer
 
 
-def parse(argv: list[str] | None = None):
+def make_parser():
+    """TRL's parser of (GRPOScriptArguments, GRPOConfig, ModelConfig), the fields of a run."""
     from trl import GRPOConfig, ModelConfig, TrlParser
 
+    return TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig))
+
+
+def parse(argv: list[str] | None = None):
     from curate.llm.recipes import parse_recipe
 
-    parser = TrlParser((GRPOScriptArguments, GRPOConfig, ModelConfig))
-    return parse_recipe(parser, sys.argv[1:] if argv is None else argv)
+    return parse_recipe(make_parser(), sys.argv[1:] if argv is None else argv)
 
 
 def main(argv: list[str] | None = None) -> int:

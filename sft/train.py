@@ -10,17 +10,22 @@ Loss is on completion (answer) tokens only. Launch:
 
 The YAML holds the fields of :class:`SFTScriptArguments`, TRL's ``SFTConfig`` and ``ModelConfig``
 (e.g. ``use_peft: true``, ``lora_r: 16`` for LoRA via peft). ``dataset`` may be any dataset source,
-including a selection written by ``curate select``.
+including a selection written by ``curate select``. From Python, :func:`sft_configs` builds the same
+objects from a recipe and fields.
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import datasets
 
 from curate.core.errors import BadInputError
+
+if TYPE_CHECKING:
+    from trl import ModelConfig, SFTConfig
 
 PADDING_MODES = ("pad", "dynamic_pack", "bfd")
 
@@ -74,12 +79,10 @@ def to_prompt_completion(ds: datasets.Dataset, args: SFTScriptArguments, tokeniz
 
 def train(script_args: SFTScriptArguments, training_args, model_args):
     """Build the trainer, train, save the model to ``training_args.output_dir``; returns the trainer."""
-    import torch
-    from transformers import AutoModelForCausalLM
     from trl import SFTTrainer, get_peft_config
 
     from curate.llm.data import load_data
-    from curate.llm.models import load_tokenizer
+    from curate.llm.models import load_tokenizer, training_model
     from sft.packing import DynamicPackCollator, make_trainer_class
 
     if not model_args.model_name_or_path:
@@ -89,11 +92,7 @@ def train(script_args: SFTScriptArguments, training_args, model_args):
                    limit=script_args.limit)
     ds = to_prompt_completion(ds, script_args, tokenizer)
 
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
-    model = AutoModelForCausalLM.from_pretrained(
-        model_args.model_name_or_path, dtype=dtype or "auto",
-        attn_implementation=model_args.attn_implementation or "sdpa",
-    )
+    model = training_model(model_args)
     collator, trainer_class = None, SFTTrainer
     if script_args.padding == "pad":
         training_args.packing, training_args.padding_free = False, False
@@ -110,13 +109,28 @@ def train(script_args: SFTScriptArguments, training_args, model_args):
     return trainer
 
 
-def parse(argv: list[str] | None = None):
+def make_parser():
+    """TRL's parser of (SFTScriptArguments, SFTConfig, ModelConfig), the fields of a run."""
     from trl import ModelConfig, SFTConfig, TrlParser
 
+    return TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
+
+
+def parse(argv: list[str] | None = None):
     from curate.llm.recipes import parse_recipe
 
-    parser = TrlParser((SFTScriptArguments, SFTConfig, ModelConfig))
-    return parse_recipe(parser, sys.argv[1:] if argv is None else argv)
+    return parse_recipe(make_parser(), sys.argv[1:] if argv is None else argv)
+
+
+def sft_configs(recipe: str | os.PathLike | None = None,
+                **fields: Any) -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
+    """``(SFTScriptArguments, SFTConfig, ModelConfig)`` from Python: the recipe's fields (none
+    without one) with ``fields`` on top (None: left out), built and checked as ``sft.train --config
+    RECIPE`` builds them; an unknown field or a refused value is one :class:`BadInputError` line."""
+    from curate.llm.recipes import build_configs, recipe_fields
+
+    parser = make_parser()
+    return build_configs(parser, recipe_fields(parser, recipe, fields))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,13 +48,15 @@ CASES = {
                                     "prompt column 'question' row 0: expected a string, got 0"),
     # curate select cdas
     "cdas --out on /sys": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} "
-                               "--out /sys/curatekit-x/sel.jsonl", "--out /sys/curatekit-x/sel.jsonl: cannot write"),
+                               "--out /sys/curatekit-x/sel", "--out /sys/curatekit-x/sel: cannot write"),
     "cdas --model not a model": case("curate", "select cdas --dataset {in}/ok.jsonl --model {in}/notmodel --out {out}",
                                      "--model {in}/notmodel: not a model folder (no config.json)"),
     "cdas null answer": case("curate", "select cdas --dataset {in}/null_answer.jsonl --model {model} --out {out}",
                              "response column 'answer' row 3: expected a string, got None"),
-    "cdas --out unknown suffix": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} "
-                                      "--out {out}/sel.jsonlines", "unknown data file suffix '.jsonlines'"),
+    "cdas --out a file name": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} "
+                                   "--out {out}/sel.jsonl", "--out {out}/sel.jsonl: names an output folder"),
+    "cdas --out a data-like name": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} "
+                                       "--out {out}/sel.jsonlines", "names an output folder, not a .jsonlines file"),
     "cdas --num-clusters 0": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} --out {out} "
                                   "--num-clusters 0", "--num-clusters must be a positive integer, got 0"),
     # curate select learnalign
@@ -87,8 +89,10 @@ CASES = {
         "--model recipes/no-such-model: no such model folder"),
     "gsm8k integer question": case("curate", "eval gsm8k --model {model} --data {in}/int_question.jsonl "
                                    "--split train --out {out}", "prompt column 'question' row 0: expected a string"),
-    "gsm8k --n 0": case("curate", "eval gsm8k --model {model} --data {in}/ok.jsonl --split train --n 0 --out {out}",
-                        "--n must be a positive integer, got 0"),
+    "gsm8k --num-samples 0": case("curate", "eval gsm8k --model {model} --data {in}/ok.jsonl --split train "
+                                  "--num-samples 0 --out {out}", "--num-samples must be a positive integer, got 0"),
+    "gsm8k --prompt-column missing": case("curate", "eval gsm8k --model {model} --data {in}/ok.jsonl --split train "
+                                          "--prompt-column q --out {out}", "--prompt-column 'q': no such column"),
     "gsm8k predictions not JSON": case("curate", "eval gsm8k --predictions {in}/afile --data {in}/ok.jsonl "
                                        "--split train --out {out}", "line 1 is not JSON"),
     "humaneval --out on /proc": case("curate", "eval humaneval --samples {in}/samples.jsonl --out /proc/curatekit-x",
@@ -109,7 +113,7 @@ CASES = {
     "vision missing config": case("curate", "vision ce --config {in}/missing.yaml --out {out}/r.json",
                                   "--config {in}/missing.yaml: No such file or directory"),
     "vision mistyped train field": case("curate", "vision ce --config {in}/vision_typo.yaml --out {out}/r.json",
-                                        "train: unknown field 'epoch' (did you mean 'epochs'?)"),
+                                        "unknown field 'train.epoch' (did you mean 'train.epochs'?)"),
     "vision broken YAML": case("curate", "vision dpc --config {in}/broken.yaml",
                                "--config {in}/broken.yaml: not valid YAML: expected ',' or ']'"),
     "vision --out below a file": case("curate", "vision ce --config {in}/vision.yaml --out {in}/afile/r.json",
@@ -243,3 +247,23 @@ def test_debug_keeps_the_traceback_and_interrupts_exit_130(monkeypatch, capsys):
 
     assert run_main("prog", interrupted, []) == 130
     assert capsys.readouterr().err == "prog: interrupted\n"
+
+
+# Under `accelerate launch` the script's own line is what the user reads: a recipe typo exits the
+# script with 2 and one line naming the field, before TRL parses anything (no TRL or transformers
+# frame anywhere; accelerate's launcher then reports the child's exit status, its own frames only).
+# Kills a recipe handed to TrlParser unchecked (its traceback, or a silently dropped field).
+def test_a_recipe_typo_under_accelerate_launch_is_one_line(tiny_model_dir, tmp_path):
+    recipe = tmp_path / "typo.yaml"
+    recipe.write_text((Path(__file__).parents[1] / "recipes" / "sft_gsm8k_tiny.yaml").read_text()
+                      + "lerning_rate: 1.0e-3\n")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines",
+              "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "sft.train", "--config", str(recipe),
+              "--model_name_or_path", str(tiny_model_dir), "--output_dir", str(tmp_path / "out")]
+    result = subprocess.run(launch, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
+    assert result.returncode != 0
+    ours = [line for line in result.stderr.splitlines() if line.startswith("sft.train: ")]
+    assert ours == [f"sft.train: error: --config {recipe}: unknown field 'lerning_rate' (did you mean 'learning_rate'?)"]
+    assert "returned non-zero exit status 2" in result.stderr  # the script's own exit code
+    assert "/trl/" not in result.stderr and "/transformers/" not in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -179,24 +179,95 @@ def test_more_clusters_than_rows_and_missing_columns(tiny_model):
         cdas.select(ds, 0.4)
 
 
-def test_cli_writes_selection_report_and_plot(tiny_model_dir, gsm8k_dir, tmp_path, capsys):
-    out = tmp_path / "sel" / "cdas.jsonl"
-    args = ["select", "cdas", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "120", "--model",
+def test_a_count_takes_exactly_the_ratio_selection_of_that_size():
+    # n = |CDAS(ratio m)| must give that very selection, for several m. Kills: n filled from the
+    # global IFD ranking (ignores clusters), or clusters visited one after another.
+    scored = _scored(400)
+    for ratio in (0.1, 0.25, 0.5, 0.8, 1.0):
+        by_ratio = cdas.select(scored, ratio)
+        by_count = cdas.select(scored, n=len(by_ratio))
+        assert by_count["question"] == by_ratio["question"], ratio
+    clusters = np.asarray(cdas.select(scored, n=90)["cluster"])  # a count between two ratios: spread over clusters
+    assert len(clusters) == 90 and len(set(clusters.tolist())) == 3
+    with pytest.raises(BadInputError, match="only .* rows have IFD < 1"):
+        cdas.select(scored, n=399)
+
+
+def test_the_selector_object_scores_with_row_index_and_selects_by_count_or_ratio(tiny_model):
+    from curate.selection import mark_selected
+
+    model, tokenizer = tiny_model
+    ds = datasets.Dataset.from_dict({"question": [f"What is {i} + {i}?" for i in range(30)],
+                                     "answer": [f"{i} + {i} = {2 * i}\n#### {2 * i}" for i in range(30)]})
+    selector = cdas.CDAS(model, tokenizer=tokenizer, num_clusters=3, progress=False)
+    scored = selector.score(ds)
+    assert scored["row_index"] == list(range(30))
+    by_ratio, by_count = selector.select(scored, ratio=0.5), selector.select(scored, n=5)
+    assert len(by_count) == 5 and len(by_ratio) == len(cdas.select(scored, 0.5))
+    flagged = mark_selected(scored, by_count)
+    assert len(flagged) == 30 and sorted(np.flatnonzero(flagged["selected"]).tolist()) == sorted(by_count["row_index"])
+    with pytest.raises(BadInputError, match="exactly one of n"):
+        selector.select(scored, n=5, ratio=0.5)
+
+
+def _cli_args(gsm8k_dir, tiny_model_dir, out, cache, *extra):
+    return ["select", "cdas", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "120", "--model",
             str(tiny_model_dir), "--out", str(out), "--num-clusters", "4", "--device", "cpu",
-            "--cache-dir", str(tmp_path / "cache")]
-    assert main(args) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    report = json.loads((tmp_path / "sel" / "cdas.report.json").read_text())
-    assert (tmp_path / "sel" / "cdas.ifd.png").read_bytes()[:4] == b"\x89PNG"
+            "--cache-dir", str(cache), *extra]
+
+
+def test_cli_writes_selection_scored_file_report_and_plot(tiny_model_dir, gsm8k_dir, tmp_path, capsys):
+    out = tmp_path / "sel"
+    assert main(_cli_args(gsm8k_dir, tiny_model_dir, out, tmp_path / "cache")) == 0
+    rows = [json.loads(line) for line in (out / "selected.jsonl").read_text().splitlines()]
+    scored = [json.loads(line) for line in (out / "scored.jsonl").read_text().splitlines()]
+    report = json.loads((out / "report.json").read_text())
+    assert (out / "ifd.png").read_bytes()[:4] == b"\x89PNG"
     assert len(rows) == report["selected"] > 0 and report["rows"] == 120
     assert sum(c["selected"] for c in report["clusters"]) == len(rows)
     assert all(r["ifd"] < 1 for r in rows) and {"cluster", "ppl_answer", "ppl_conditioned"} <= rows[0].keys()
+    # the scored file: every row, its original index, its scores and whether it was selected
+    assert [r["row_index"] for r in scored] == list(range(120))
+    assert {r["row_index"] for r in scored if r["selected"]} == {r["row_index"] for r in rows}
+    assert all("ifd" in r and "cluster" in r for r in scored)
+    log = (out / "run.log").read_text()
+    assert "[1/3] IFD: 120 samples" in log and "[3/3] select" in log and log.rstrip().split()[-4] == "done"
     assert len(list((tmp_path / "cache").glob("ifd-*.jsonl"))) == 1
+    assert len(list((tmp_path / "cache").glob("embeddings-*.npy"))) == 1
 
-    saved = tmp_path / "sel_disk"  # no suffix: a save_to_disk folder, and the cached IFD is reused
-    assert main([*args[:-4], "--out", str(saved), "--cache-dir", str(tmp_path / "cache")]) == 0
-    assert datasets.load_from_disk(str(saved))["question"] == [r["question"] for r in rows]
-
-    assert main([*args[:8], "--out", str(tmp_path / "bad.jsonl"), "--ratio", "0"]) == 2
+    # --n: a count instead of the share per cluster
+    assert main(_cli_args(gsm8k_dir, tiny_model_dir, tmp_path / "by_n", tmp_path / "cache", "--n", "7")) == 0
+    assert len((tmp_path / "by_n" / "selected.jsonl").read_text().splitlines()) == 7
+    assert main([*_cli_args(gsm8k_dir, tiny_model_dir, tmp_path / "bad", tmp_path / "cache"), "--ratio", "0"]) == 2
     assert "ratio must be in (0, 1]" in capsys.readouterr().err
-    assert not (tmp_path / "bad.jsonl").exists()
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_reruns_resume_and_cache_embeddings_but_refuse_another_configuration(
+        tiny_model_dir, gsm8k_dir, tmp_path, capsys, monkeypatch):
+    import sentence_transformers
+
+    out, cache = tmp_path / "sel", tmp_path / "cache"
+    assert main(_cli_args(gsm8k_dir, tiny_model_dir, out, cache)) == 0
+    first = (out / "selected.jsonl").read_text()
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("the embeddings were computed again")
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", no_encoder)
+    assert main(_cli_args(gsm8k_dir, tiny_model_dir, out, cache)) == 0  # same configuration: resumes from caches
+    assert (out / "selected.jsonl").read_text() == first
+    capsys.readouterr()
+    assert main(_cli_args(gsm8k_dir, tiny_model_dir, out, cache, "--seed", "3")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "another configuration (seed: 0 -> 3)" in err and "--overwrite" in err
+    assert (out / "selected.jsonl").read_text() == first  # nothing touched
+    assert main(_cli_args(gsm8k_dir, tiny_model_dir, out, cache, "--seed", "3", "--overwrite")) == 0
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    assert main(_cli_args(gsm8k_dir, tiny_model_dir, foreign, cache)) == 2
+    assert "holds no curatekit run" in capsys.readouterr().err and sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+    assert main(_cli_args(gsm8k_dir, tiny_model_dir, tmp_path / "sel.jsonl", cache)) == 2
+    assert "output folder" in capsys.readouterr().err and not (tmp_path / "sel.jsonl").exists()

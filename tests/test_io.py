@@ -126,6 +126,9 @@ def test_check_output_kinds(tmp_path):
     (tmp_path / "f.json").write_text("{}")
     with pytest.raises(BadInputError, match="is a file, not a folder"):
         check_output(tmp_path / "f.json", "--out", "dir")
+    with pytest.raises(BadInputError, match="names an output folder, not a .jsonl file"):
+        check_output(tmp_path / "sel.jsonl", "--out", "dir")
+    assert check_output(tmp_path / "runs" / "v1.2", "--out", "dir") == tmp_path / "runs" / "v1.2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "f.json"]
 
 

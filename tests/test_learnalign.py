@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from curate import learnalign
+from curate.selection import ranking
 from curate.cli import main as curate_main
 from curate.grad_features import (CountSketch, GradientConfig, RolloutGroup, batched_features, group_advantages,
                                   normalise, prepare_lora, reference_features)
@@ -106,9 +107,9 @@ def test_group_advantages_are_group_normalised():
 
 def test_ties_break_by_seed_deterministically():
     values = np.array([0.5, 0.2, 0.5, 0.5, 0.1, 0.5])
-    a, b = learnalign.ranking(values, seed=1), learnalign.ranking(values, seed=1)
+    a, b = ranking(values, seed=1), ranking(values, seed=1)
     assert a.tolist() == b.tolist() and set(a[:4]) == {0, 2, 3, 5} and a[4:].tolist() == [1, 4]
-    orders = {tuple(learnalign.ranking(values, seed=s)[:4]) for s in range(10)}
+    orders = {tuple(ranking(values, seed=s)[:4]) for s in range(10)}
     assert len(orders) > 1  # the seed decides among ties
 
 
@@ -315,6 +316,10 @@ def test_pipeline_writes_scores_selection_and_report(pipeline):
     scored = [json.loads(line) for line in (out / "scored.jsonl").read_text().splitlines()]
     selected = [json.loads(line) for line in (out / "selected.jsonl").read_text().splitlines()]
     assert len(scored) == 24 and len(selected) == 6
+    assert [r["row_index"] for r in scored] == list(range(24))  # every row, its original index, its flag
+    assert {r["row_index"] for r in scored if r["selected"]} == {r["row_index"] for r in selected}
+    log = (out / "run.log").read_text()
+    assert "[1/4] warmup" in log and "[2/4] rollouts: 24 prompts x 4" in log and "[4/4] select: 6 of 24" in log
     p = np.array([r["success_rate"] for r in scored])
     assert np.all((p * 4) == np.round(p * 4))  # G = 4 rollouts
     np.testing.assert_allclose([r["learnability"] for r in scored], p * (1 - p))
@@ -371,13 +376,13 @@ def test_learnalign_without_a_device_flag_runs_on_a_cpu(tiny_model_dir, gsm8k_di
 
 
 def test_grpo_trains_on_the_selection(pipeline, tiny_model_dir, tmp_path):
-    from rl.runs import grpo_argv, run_grpo
+    from rl.runs import grpo_configs, run_grpo
 
     out, _ = pipeline
-    argv = grpo_argv(None, model_name_or_path=tiny_model_dir, task="gsm8k", dataset=out / "selected.jsonl",
-                     output_dir=tmp_path / "grpo", max_steps=2, num_generations=4, per_device_train_batch_size=8,
-                     max_completion_length=12, use_cpu="true")
-    trainer = run_grpo(argv)
+    configs = grpo_configs(None, model_name_or_path=tiny_model_dir, task="gsm8k", dataset=out,  # the folder
+                           output_dir=tmp_path / "grpo", max_steps=2, num_generations=4, per_device_train_batch_size=8,
+                           max_completion_length=12, use_cpu=True)
+    trainer = run_grpo(configs)
     assert trainer.state.global_step == 2 and len(trainer.train_dataset) == 6
     assert (tmp_path / "grpo" / "adapter_model.safetensors").exists()
 
@@ -422,6 +427,31 @@ def test_bad_input_is_refused_before_any_output(tiny_model_dir, gsm8k_dir, tmp_p
     assert not (tmp_path / "out").exists()
 
 
+# --prompt-column/--answer-column map a user's columns onto the task's: the run on renamed columns
+# gives the scores of the run on the task's own names. Kills flags that are accepted but ignored
+# (the renamed run would fail on the missing 'question' column) or mapped the wrong way round.
+def test_column_flags_read_a_dataset_with_other_column_names(tiny_model_dir, gsm8k_dir, tmp_path, capsys):
+    rows = [json.loads(line) for line in (gsm8k_dir / "train.jsonl").read_text().splitlines()[:6]]
+    data = tmp_path / "renamed.jsonl"
+    data.write_text("".join(json.dumps({"problem": r["question"], "solution": r["answer"]}) + "\n" for r in rows))
+    common = ["--model", str(tiny_model_dir), "--n", "2", "--num-rollouts", "2", "--max-new-tokens", "8",
+              "--no-warmup", "--projection-dim", "128", "--device", "cpu", "--backend", "hf",
+              "--cache-dir", str(tmp_path / "cache")]
+    assert curate_main(["select", "learnalign", "--dataset", str(data), "--prompt-column", "problem",
+                        "--answer-column", "solution", "--out", str(tmp_path / "renamed"), *common]) == 0
+    assert curate_main(["select", "learnalign", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "6",
+                        "--out", str(tmp_path / "own"), *common]) == 0
+    renamed, own = ([json.loads(line) for line in (tmp_path / name / "scored.jsonl").read_text().splitlines()]
+                    for name in ("renamed", "own"))
+    assert [r["success_rate"] for r in renamed] == [r["success_rate"] for r in own]
+    assert [r["score"] for r in renamed] == pytest.approx([r["score"] for r in own], abs=1e-6)
+    capsys.readouterr()
+    assert curate_main(["select", "learnalign", "--dataset", str(data), "--prompt-column", "question",
+                        "--out", str(tmp_path / "bad"), *common]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--prompt-column 'question'" in err and not (tmp_path / "bad").exists()
+
+
 def test_dataset_without_the_task_columns_is_refused(tiny_model_dir, tmp_path, capsys):
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"text": f"row {i}"}) + "\n" for i in range(4)))
@@ -446,33 +476,56 @@ def assert_same_selection(out: Path, expected: Path) -> None:
         [r["question"] for r in read_jsonl(expected / "selected.jsonl")]
 
 
-# Kills sharding that changes the result: ranks taking rows r, r + world, ... (their chunks, and the
-# seeds of their rollouts, then differ from one process's), a per-rank rollout seed, or a rank that
-# aligns to the mean of its own rows. Two gloo ranks on the CPU, mixed rewards (gsm8k-coin), chunks
-# of three rows: rank 0 holds rows 0-2 and 6-8, rank 1 rows 3-5 and 9; one rank writes.
-@pytest.mark.slow
-def test_two_process_scores_equal_one_process_scores(tiny_model_dir, gsm8k_dir, tmp_path, monkeypatch):
+def launch_two_ranks(tmp_path: Path, args: list[str], chunk_size: int, cache_prefix: str) -> None:
+    """``curate ARGS`` under ``accelerate launch`` with two gloo ranks on the CPU, into tmp_path/two:
+    each rank keeps its own cache shard, and exactly one writes the results."""
     import subprocess
     import sys
 
-    args = ["select", "learnalign", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "10",
-            "--model", str(tiny_model_dir), "--n", "3", "--num-rollouts", "4", "--max-new-tokens", "8",
-            "--no-warmup", "--projection-dim", "256", "--device", "cpu", "--backend", "hf",
-            "--task", COIN]
-    script = tmp_path / "curate_coin.py"
-    script.write_text(runner_source(chunk_size=3))
+    script = tmp_path / "curate_chunks.py"
+    script.write_text(runner_source(chunk_size=chunk_size))
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(script), *args,
               "--out", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache-two")]
     run = subprocess.run(launch, capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1],
                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
     assert run.returncode == 0, run.stderr[-3000:]
-    assert {p.name.split("-")[-1] for p in (tmp_path / "cache-two").glob("rollouts-*")} == {"rank0of2.jsonl",
-                                                                                           "rank1of2.jsonl"}
+    shards = {p.name.split("-")[-1] for p in (tmp_path / "cache-two").glob(f"{cache_prefix}*")}
+    assert shards == {"rank0of2.jsonl", "rank1of2.jsonl"}
     assert run.stdout.count("selected:") == 1  # one writer
+
+
+# Kills sharding that changes the result: ranks taking rows r, r + world, ... (their chunks, and the
+# seeds of their rollouts, then differ from one process's), a per-rank rollout seed, or a rank that
+# aligns to the mean of its own rows. Two gloo ranks on the CPU, mixed rewards (gsm8k-coin), chunks
+# of three rows: rank 0 holds rows 0-2 and 6-8, rank 1 rows 3-5 and 9; one rank writes.
+@pytest.mark.slow
+def test_two_process_scores_equal_one_process_scores(tiny_model_dir, gsm8k_dir, tmp_path, monkeypatch):
+    args = ["select", "learnalign", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "10",
+            "--model", str(tiny_model_dir), "--n", "3", "--num-rollouts", "4", "--max-new-tokens", "8",
+            "--no-warmup", "--projection-dim", "256", "--device", "cpu", "--backend", "hf",
+            "--task", COIN]
+    launch_two_ranks(tmp_path, args, chunk_size=3, cache_prefix="rollouts-")
     assert curate_in_process(monkeypatch, 3, [*args, "--out", str(tmp_path / "one"),
                                               "--cache-dir", str(tmp_path / "cache-one")]) == 0
     assert_same_selection(tmp_path / "two", tmp_path / "one")
+
+
+# select cdas under accelerate launch: each rank computes IFD on whole chunks of 7 rows (rank 0:
+# rows 0-6 and 14-20, rank 1: 7-13), the shards are gathered and one rank writes what one process
+# writes. Kills a rank that scores only its own rows and writes them, or rows merged out of order.
+@pytest.mark.slow
+def test_cdas_under_two_processes_equals_one_process(tiny_model_dir, gsm8k_dir, tmp_path, monkeypatch):
+    args = ["select", "cdas", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "21", "--model",
+            str(tiny_model_dir), "--num-clusters", "2", "--ratio", "0.5", "--device", "cpu"]
+    launch_two_ranks(tmp_path, args, chunk_size=7, cache_prefix="ifd-")
+    assert curate_in_process(monkeypatch, 7, [*args, "--out", str(tmp_path / "one"),
+                                              "--cache-dir", str(tmp_path / "cache-one")]) == 0
+    two, one = ([json.loads(line) for line in (tmp_path / name / "scored.jsonl").read_text().splitlines()]
+                for name in ("two", "one"))
+    assert [r["row_index"] for r in two] == list(range(21)) and [r["question"] for r in two] == [r["question"] for r in one]
+    np.testing.assert_allclose([r["ifd"] for r in two], [r["ifd"] for r in one], rtol=1e-6)
+    assert [r["selected"] for r in two] == [r["selected"] for r in one] and any(r["selected"] for r in one)
 
 
 # Kills the silent fallback: a pool with no 0 < p < 1 ranks only by the seeded tie-break, which
@@ -482,7 +535,7 @@ def test_pool_without_learnable_rows_warns_and_reports(caplog):
 
     ds = datasets.Dataset.from_dict({"score": [0.0] * 4, "learnability": [0.0] * 4, "gradient_score": [0.1] * 4,
                                      "response_tokens": [3.0, 4.0, 5.0, 6.0], "success_rate": [0.0, 1.0, 0.0, 0.0]})
-    with caplog.at_level("WARNING", logger="curate.learnalign"):
+    with caplog.at_level("WARNING", logger="curatekit.learnalign"):
         chosen = learnalign.select(ds, 2, "learnalign")
     assert [r.getMessage() for r in caplog.records] == [f"curatekit: warning: {learnalign.NO_LEARNABLE_ROWS}"]
     report = learnalign.report(ds, chosen, "learnalign")

@@ -113,7 +113,7 @@ def test_learnalign_resumes_after_kills_in_warmup_and_rollouts(tiny_model_dir, g
 def cdas_args(gsm8k_dir: Path, model: Path, out: Path) -> list[str]:
     """40 rows in IFD chunks of 16 (three chunks), three clusters."""
     return ["select", "cdas", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "40", "--model", str(model),
-            "--out", str(out / "cdas.jsonl"), "--num-clusters", "3", "--ratio", "0.5", "--device", "cpu",
+            "--out", str(out / "cdas"), "--num-clusters", "3", "--ratio", "0.5", "--device", "cpu",
             "--cache-dir", str(out / "cache")]
 
 
@@ -121,7 +121,7 @@ def test_cdas_resumes_after_kills_in_ifd_and_scoring(tiny_model_dir, gsm8k_dir, 
     run_with_kills(tmp_path / "log", ["ifd:1", "scoring:1"], curate_small_chunks, 16,
                    cdas_args(gsm8k_dir, tiny_model_dir, tmp_path / "killed"))
     uninterrupted(monkeypatch, cdas_args(gsm8k_dir, tiny_model_dir, tmp_path / "whole"), 16)
-    got, want = (read_jsonl(tmp_path / name / "cdas.jsonl") for name in ("killed", "whole"))
+    got, want = (read_jsonl(tmp_path / name / "cdas" / "selected.jsonl") for name in ("killed", "whole"))
     assert [r["question"] for r in got] == [r["question"] for r in want] and len(want) > 0
     assert [r["cluster"] for r in got] == [r["cluster"] for r in want]
     np.testing.assert_allclose([r["ifd"] for r in got], [r["ifd"] for r in want], rtol=0, atol=1e-6)

@@ -33,7 +33,8 @@ def test_recipes_parse_into_the_config_classes(recipe):
 
 @pytest.fixture(scope="module")
 def selection(tiny_model_dir, gsm8k_dir, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cdas") / "cdas.jsonl"
+    """A `curate select cdas` output folder (a dataset source: its selected.jsonl)."""
+    out = tmp_path_factory.mktemp("cdas") / "run"
     assert curate_main(["select", "cdas", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "120",
                         "--model", str(tiny_model_dir), "--out", str(out), "--num-clusters", "3",
                         "--ratio", "1.0", "--device", "cpu", "--cache-dir", str(out.parent / "cache")]) == 0
@@ -80,3 +81,31 @@ def test_empty_responses_are_reported(tiny_model_dir, tmp_path, capsys):
     data.write_text("".join(json.dumps({"question": "q", "answer": a}) + "\n" for a in ["1", "", "3"]))
     assert sft_train.main(_args(tiny_model_dir, data, tmp_path / "o", "pad", 1)) == 2
     assert "1 rows have an empty prompt or response (rows [1])" in capsys.readouterr().err
+
+
+# -- config objects from Python (sft.train.sft_configs) -----------------------------------------
+
+def test_sft_configs_equal_what_the_command_line_parses(tmp_path):
+    # Kills a builder that drops the recipe's values or passes strings on without their field's
+    # type ("false" and "3" stay strings under HfArgumentParser.parse_dict).
+    import dataclasses
+
+    recipe = RECIPES[[r.name for r in RECIPES].index("sft_gsm8k_tiny.yaml")]
+    built = sft_train.sft_configs(recipe, output_dir=tmp_path, max_steps="3", chat="false", padding=None)
+    parsed = sft_train.parse(["--config", str(recipe), "--output_dir", str(tmp_path), "--max_steps", "3",
+                              "--chat", "false"])
+    differ = [f"{type(a).__name__}.{f.name}" for a, b in zip(built, parsed, strict=True)
+              for f in dataclasses.fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    assert differ == []
+    assert (built[1].max_steps, built[0].chat, built[0].padding, built[1].learning_rate) == (3, False, "dynamic_pack", 5e-4)
+
+
+def test_an_sft_field_typo_is_one_line_naming_it(tmp_path):
+    # Kills unknown keys handed to TRL's set_defaults_with_config, which drops them silently.
+    from curate.core.errors import BadInputError
+
+    with pytest.raises(BadInputError) as err:
+        sft_train.sft_configs(None, dataset="d.jsonl", output_dir=tmp_path, paddding="pad")
+    assert str(err.value) == "unknown field 'paddding' (did you mean 'padding'?)"
+    with pytest.raises(BadInputError, match=r"^padding must be one of pad, dynamic_pack, bfd, got 'sorted'$"):
+        sft_train.sft_configs(None, dataset="d.jsonl", output_dir=tmp_path, padding="sorted")

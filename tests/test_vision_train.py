@@ -3,12 +3,14 @@ return results of one shape, resume from checkpoints, and refuse bad settings.""
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import yaml
 
 from curate.cli import main as curate_main
+from vision.train import TrainConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "vision"
 
@@ -28,6 +30,11 @@ def results(tmp_path_factory):
 def test_every_method_returns_the_same_shape(results):
     shapes = {m: (sorted(r), sorted(r["epochs"][0]), sorted(r["final"])) for m, (r, _) in results.items()}
     assert len(set(map(str, shapes.values()))) == 1
+    # The result's shape is pinned (kills a config refactor that drops or renames a key).
+    assert shapes["ce"] == (["config", "dataset", "epochs", "final", "method", "noise"],
+                            ["epoch", "loss", "seconds", "selection", "test_accuracy"], ["selection", "test_accuracy"])
+    assert sorted(results["ce"][0]["noise"]) == ["actual_rate", "kind", "mapping", "rate", "seed", "transition"]
+    assert sorted(results["ce"][0]["config"]) == sorted(f.name for f in fields(TrainConfig))
     for method, (result, _) in results.items():
         assert result["method"] == method and len(result["epochs"]) == 3
         assert abs(result["noise"]["actual_rate"] - 0.4) < 0.05

@@ -12,7 +12,6 @@ k-th finished epoch (1-based) is written, to test resuming after a crash.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import signal
@@ -26,8 +25,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from curate.core.errors import BadInputError
+from curate.core.cache import digest
 from curate.core.device import resolve_device
+from curate.core.errors import BadInputError
+from curate.core.io import atomic_file
 from vision import rng
 from vision.backbones import build_backbone
 from vision.data import ImageData
@@ -74,6 +75,7 @@ class Method:
     """Cross-entropy on every sample; subclasses override what they change."""
 
     name = "ce"
+    config_class: type | None = None  # the dataclass of its options (``__init__(config)``); None: none
 
     def modules(self, model: nn.Module, data: ImageData) -> dict[str, nn.Module]:
         """Extra trainable modules (they are optimised and checkpointed with the model)."""
@@ -197,7 +199,7 @@ def _checkpoint_path(config: TrainConfig, method: Method, data: ImageData, label
     settings = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_dir", "progress", "device")}
     identity = [CHECKPOINT_FORMAT, method.name, repr(getattr(method, "config", None)), data.name, settings,
                 labels.tolist()]
-    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    key = digest(json.dumps(identity, sort_keys=True, default=str))
     return Path(config.checkpoint_dir) / f"{method.name}-{key}.pt"
 
 
@@ -212,10 +214,8 @@ def _kill_hook(finished: int) -> None:
 
 
 def _save(path: Path, state: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    """Write a checkpoint atomically, synced to disk before it replaces the last one."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -3,21 +3,15 @@ from __future__ import annotations
 
 import argparse
 
-# Task-specific flags; every task gets the common ones below.
-TASK_HELP = {
-    "gsm8k": "GSM8K accuracy (exact match on the final number)",
-    "humaneval": "HumanEval pass@k (unit tests in the sandbox)",
-    "arith": "synthetic +/- word problems (curate demo's task), GSM8K-style exact match",
-}
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     from curate.cli import common_options
+    from eval.tasks import BUILTIN
 
-    parser = subparsers.add_parser("eval", help="evaluate a model on a task (gsm8k, humaneval, arith)")
+    parser = subparsers.add_parser("eval", help=f"evaluate a model on a task ({', '.join(BUILTIN)})")
     tasks = parser.add_subparsers(dest="task", metavar="TASK", required=True)
-    for name, help_text in TASK_HELP.items():
-        task = tasks.add_parser(name, parents=[common_options()], help=help_text, description=help_text)
+    for name, entry in BUILTIN.items():
+        task = tasks.add_parser(name, parents=[common_options()], help=entry.description,
+                                description=entry.description)
         source = task.add_mutually_exclusive_group(required=True)
         source.add_argument("--model", help="model folder or hub id to generate with")
         samples_flags = ["--samples", "--predictions"] if name in ("gsm8k", "arith") else ["--samples"]
@@ -25,14 +19,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                             help="score pre-generated completions: jsonl of {task_id, completion}")
         task.add_argument("--out", help="output folder (default: runs/eval/TASK-NAME)")
         task.add_argument("--limit", type=int, help="only the first N problems")
-        task.add_argument("--n", type=int, default=1, help="completions per problem (default: 1)")
+        task.add_argument("--num-samples", type=int, default=1, help="completions per problem (default: 1; "
+                          "--n is a row count in curate select)")
         task.add_argument("--temperature", type=float,
                           help="sampling temperature (default: 0, greedy, for n=1; 0.8 for n>1)")
         task.add_argument("--top-p", type=float, default=0.95, help="(default: 0.95)")
         task.add_argument("--max-new-tokens", type=int, help="(default: the task's, 256 / 512)")
         task.add_argument("--seed", type=int, default=0, help="(default: 0)")
         task.add_argument("--k", type=_ks, help="pass@k values to report, e.g. 1,10 (default: "
-                          + ("1,10,100; those with k <= n)" if name == "humaneval" else "1)"))
+                          + ("1,10,100; those with k <= --num-samples)" if name == "humaneval" else "1)"))
         task.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"],
                           help="auto: vllm when installed and a GPU is present, else hf")
         task.add_argument("--batch-size", type=int, default=32, help="hf backend batch size (default: 32)")
@@ -43,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="prompt through the chat template (default: when the tokenizer has one)")
         chat.add_argument("--no-chat", dest="chat", action="store_false", help="plain prompts")
         task.add_argument("--system", help="system message")
+        task.add_argument("--overwrite", action="store_true",
+                          help="write into a non-empty --out that holds another configuration's run")
         task.add_argument("--no-resume", dest="resume", action="store_false",
                           help="ignore cached generations in the output folder")
         if name in ("gsm8k", "arith"):
@@ -50,6 +47,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                 "offline GSM8K, else openai/gsm8k)" if name == "gsm8k" else
                 "the task's own generated split: 2000 train / 500 test problems from a fixed seed)"))
             task.add_argument("--split", default="test", help="(default: test)")
+            task.add_argument("--prompt-column", help="--data's question column (default: first of prompt, question, "
+                              "instruction, ...)")
+            task.add_argument("--answer-column", "--response-column", dest="answer_column",
+                              help="--data's reference answer column, ending in '#### N' or a bare number "
+                              "(default: first of answer, response, ...)")
             task.add_argument("--num-fewshot", type=int, default=0,
                               help="worked examples from the train split before each question (default: 0)")
             modes = ["strict", "flexible", "lm-eval-strict", "lm-eval-flexible"] + (["lines"] if name == "arith" else [])
@@ -62,7 +64,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         else:
             task.add_argument("--workers", type=int, help="sandbox processes at once (default: CPU count)")
             task.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: 10)")
-        task.set_defaults(func=run_eval, positive=("limit", "n", "max_new_tokens", "batch_size", "workers"))
+        task.set_defaults(func=run_eval, default_out=default_out,
+                          positive=("limit", "num_samples", "max_new_tokens", "batch_size", "workers"))
+
+
+def default_out(args: argparse.Namespace) -> str:
+    from eval.evaluate import default_out_dir
+
+    return str(default_out_dir(args.task, args.model, args.samples))
+
+
+# Options that do not change the results (left out of run.json: a rerun with other values resumes).
+NOT_CONFIG = ("func", "debug", "overwrite", "device", "batch_size", "workers", "resume", "positive", "default_out",
+              "out", "command")
 
 
 def _ks(text: str) -> tuple[int, ...]:
@@ -81,17 +95,23 @@ def run_eval(args: argparse.Namespace) -> int:
 
     options = TaskOptions(
         source=getattr(args, "data", None), split=getattr(args, "split", "test"), limit=args.limit,
+        prompt_column=getattr(args, "prompt_column", None), answer_column=getattr(args, "answer_column", None),
         num_fewshot=getattr(args, "num_fewshot", 0), chat=args.chat, system=args.system,
         answer_mode=getattr(args, "answer_mode", "flexible"), workers=getattr(args, "workers", None),
         timeout_s=getattr(args, "timeout", 10.0),
     )
     config = EvalConfig(
         task=args.task, model=args.model, samples_file=args.samples, out_dir=args.out,
-        backend=args.backend, n=args.n, temperature=args.temperature, top_p=args.top_p,
+        backend=args.backend, n=args.num_samples, temperature=args.temperature, top_p=args.top_p,
         max_new_tokens=args.max_new_tokens, seed=args.seed, ks=args.k, batch_size=args.batch_size,
         dtype=args.dtype, device=args.device, resume=args.resume, options=options,
     )
-    summary = evaluate(config)
+    from curate.core.runs import claim_output, run_log
+
+    claim_output(args.out, f"eval {args.task}",
+                 {k: v for k, v in sorted(vars(args).items()) if k not in NOT_CONFIG}, overwrite=args.overwrite)
+    with run_log(args.out):
+        summary = evaluate(config)
     print(format_summary(summary))
     return 0
 

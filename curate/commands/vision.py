@@ -1,22 +1,21 @@
-"""``curate vision METHOD --config recipes/vision/METHOD.yaml``: train one vision method."""
+"""``curate vision METHOD --config recipes/vision/METHOD.yaml``: train one vision method. The methods,
+their help and the choices come from the registry in :mod:`vision.methods` (names and one-line
+descriptions; no torch until a method runs)."""
 from __future__ import annotations
 
 import argparse
 
-METHOD_HELP = {
-    "ce": "cross-entropy baseline on every (noisy) label",
-    "selcl": "Sel-CL: kNN-confident examples and pairs, selective supervised contrastive learning",
-    "dpc": "DPC: calibrated softmax, evidential loss, large-margin (GMM) sample selection",
-}
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from curate.cli import common_options
+    from vision.methods import METHODS
 
-    parser = subparsers.add_parser("vision", help="vision data-curation methods (ce, selcl, dpc)")
+    parser = subparsers.add_parser("vision", help=f"vision data-curation methods ({', '.join(METHODS)})",
+                                   description="Train a vision data-curation method on noisy labels.")
     methods = parser.add_subparsers(dest="vision_method", metavar="METHOD", required=True)
-    for name, help_text in METHOD_HELP.items():
-        method = methods.add_parser(name, parents=[common_options()], help=help_text, description=help_text)
+    for name, entry in METHODS.items():
+        method = methods.add_parser(name, parents=[common_options()], help=entry.description,
+                                    description=entry.description)
         method.add_argument("--config", required=True, help="YAML: dataset, noise, train, method")
         method.add_argument("--out", help="result JSON (default: runs/vision/METHOD-DATASET.json)")
         method.add_argument("--epochs", type=int, help="override train.epochs")
@@ -32,15 +31,12 @@ def run_vision(args: argparse.Namespace) -> int:
     from curate.core.io import atomic_write_json
     from vision.run import load_config, run_experiment
 
-    config = load_config(args.config)
-    train = dict(config.get("train") or {})
-    for key, value in (("epochs", args.epochs), ("warmup_epochs", args.warmup_epochs), ("device", args.device),
-                       ("checkpoint_dir", args.checkpoint_dir)):
-        if value is not None:
-            train[key] = value
-    config["train"] = train
+    overrides = {"epochs": args.epochs, "warmup_epochs": args.warmup_epochs, "device": args.device,
+                 "checkpoint_dir": args.checkpoint_dir}
+    config = load_config(args.config, args.vision_method,
+                         {key: value for key, value in overrides.items() if value is not None})
     result = run_experiment(args.vision_method, config)
-    out = Path(args.out or f"runs/vision/{args.vision_method}-{config.get('dataset', 'digits')}.json")
+    out = Path(args.out or f"runs/vision/{args.vision_method}-{config.dataset}.json")
     atomic_write_json(out, result)
     final = result["final"]
     selection = final["selection"]

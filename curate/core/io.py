@@ -16,6 +16,8 @@ from curate.core.errors import BadInputError, first_line
 
 # Suffixes written as one data file (else a save_to_disk folder); curate.llm.data reads the same ones.
 DATA_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+# An output folder named like a data file is a mistake worth a message (not "runs/v1.2").
+DATA_LIKE_SUFFIXES = (*DATA_FILE_SUFFIXES, ".jsonlines", ".ndjson", ".arrow", ".tsv", ".txt")
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -140,6 +142,9 @@ def check_output(path: str | os.PathLike, flag: str = "--out", kind: str = "dir"
         raise BadInputError(f"{flag} {path}: unknown data file suffix '{path.suffix}' (use "
                             f"{', '.join(DATA_FILE_SUFFIXES)}, or no suffix for a save_to_disk folder)")
     if output_kind(path, kind) == "dir":
+        if kind == "dir" and path.suffix.lower() in DATA_LIKE_SUFFIXES and not path.exists():
+            raise BadInputError(f"{flag} {path}: names an output folder, not a {path.suffix} file "
+                                f"(drop the suffix; the folder holds the files)")
         return check_writable_dir(path, flag)
     if path.is_dir():
         raise BadInputError(f"{flag} {path}: is a folder; give a file name")

@@ -3,6 +3,7 @@ batch's padded size (rows x longest row) stays under a budget, so long rows come
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int | None = None
@@ -24,3 +25,23 @@ def token_budget_batches(lengths: Sequence[int], max_tokens: int, max_batch_size
     if current:
         batches.append(current)
     return batches
+
+
+def padded_targets(seqs: Sequence[Sequence[int]], starts: Sequence[int], pad_id: int, device: Any = "cpu"
+                   ) -> tuple[Any, Any, Any, Any]:
+    """Right-padded ``ids`` and attention ``mask`` of token sequences, and the (row, col) of every
+    target token: positions ``starts[r]`` to the end of row r (what IFD and the GRPO gradients score)."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    rows: list[int] = []
+    cols: list[int] = []
+    for r, (seq, start) in enumerate(zip(seqs, starts)):
+        ids[r, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[r, : len(seq)] = 1
+        rows += [r] * (len(seq) - start)
+        cols += range(start, len(seq))
+    as_long = lambda values: torch.as_tensor(values, dtype=torch.long).to(device)  # noqa: E731
+    return as_long(ids), as_long(mask), as_long(rows), as_long(cols)

@@ -22,6 +22,10 @@ PROMPT_CANDIDATES = ("prompt", "question", "instruction", "problem", "query", "i
 RESPONSE_CANDIDATES = ("response", "answer", "completion", "output", "solution", "canonical_solution")
 
 
+# A `curate select` output folder (run.json beside it) is read as its selection.
+SELECTION_FILE = "selected.jsonl"
+
+
 def load_data(
     source: str | os.PathLike,
     *,
@@ -34,8 +38,9 @@ def load_data(
 
     Args:
         source: a ``.jsonl``/``.json``/``.parquet``/``.csv`` file, a folder written by
-            ``save_to_disk``, a folder of such data files (splits inferred from file names,
-            e.g. ``train.jsonl``/``test.jsonl``), or a Hugging Face Hub dataset id.
+            ``save_to_disk``, a ``curate select`` output folder (its ``selected.jsonl``), a folder
+            of such data files (splits inferred from file names, e.g. ``train.jsonl``/``test.jsonl``),
+            or a Hugging Face Hub dataset id.
         split: the split to return when the source has several.
         columns: mapping ``{wanted_name: column_in_source}``; each source column is renamed.
         config: the hub dataset's configuration name (e.g. ``"main"`` for ``openai/gsm8k``).
@@ -149,6 +154,8 @@ def _load_local(path: Path, split: str) -> datasets.Dataset:
             if _saved_without_shards(path):  # `datasets` cannot load a 0-row save; say why
                 raise BadInputError(f"dataset is empty: {path} (saved with no rows)")
             return _pick_split(_read(lambda: datasets.load_from_disk(str(path)), path), split, path)
+        if (path / SELECTION_FILE).is_file() and (path / "run.json").is_file():  # a `curate select` folder
+            return _load_local(path / SELECTION_FILE, split)
         data_files = [p for p in path.iterdir() if p.suffix.lower() in FILE_BUILDERS]
         if not data_files:
             raise BadInputError(

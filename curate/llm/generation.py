@@ -113,7 +113,8 @@ class HFGenerator:
     def _generate_sorted(self, encoded: list[list[int]], order: list[int], config: SamplingConfig
                          ) -> list[list[Completion]]:
         results: list[list[Completion] | None] = [None] * len(encoded)
-        bar = tqdm(total=len(encoded), desc="generate (hf)", unit="prompt", disable=not self.progress)
+        # Per batch, inside a caller's per-chunk bar (which moves only when a chunk is done).
+        bar = tqdm(total=len(encoded), desc="  batches (hf)", unit="prompt", disable=not self.progress, leave=False)
         start = 0
         while start < len(order):
             batch = order[start:start + self.batch_size]

@@ -68,21 +68,33 @@ def load_tokenizer(
 def load_model(
     name_or_path: str | os.PathLike,
     *,
-    dtype: str | torch.dtype = "auto",
-    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = "auto",
+    device: str | torch.device | None = "auto",
     attn_implementation: str | None = None,
     **kwargs: Any,
 ) -> PreTrainedModel:
-    """Load a causal LM in eval mode on ``device`` with ``dtype`` (``sdpa`` attention by default)."""
-    device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, device)
+    """Load a causal LM in eval mode on ``device`` with ``dtype`` (``sdpa`` attention by default).
+    ``dtype``: a name (float32, bf16, ...), a torch dtype, ``auto`` (bf16 on a GPU that supports it,
+    else fp32) or None (the checkpoint's own). ``device`` None: left where it loads (a trainer
+    places it). A model that cannot be loaded is one :class:`BadInputError` line."""
+    target = None if device is None else resolve_device(device)
+    torch_dtype = "auto" if dtype is None else resolve_dtype(dtype, target)  # transformers' "auto": as saved
     try:
         model = AutoModelForCausalLM.from_pretrained(
             str(name_or_path), dtype=torch_dtype, attn_implementation=attn_implementation or "sdpa", **kwargs
         )
     except Exception as err:  # noqa: BLE001
         raise BadInputError(f"cannot load model from '{name_or_path}': {first_line(err)}") from err
-    return model.to(device).eval()
+    return (model if target is None else model.to(target)).eval()
+
+
+def training_model(model_args: Any, name_or_path: str | os.PathLike | None = None) -> PreTrainedModel:
+    """The model a TRL trainer trains (and places): ``model_args`` is TRL's ``ModelConfig`` (its
+    ``dtype`` None or ``auto``: the checkpoint's own; its attention implementation); ``name_or_path``
+    replaces its model (e.g. a reference model)."""
+    dtype = None if model_args.dtype in (None, "auto") else model_args.dtype
+    return load_model(name_or_path or model_args.model_name_or_path, dtype=dtype, device=None,
+                      attn_implementation=model_args.attn_implementation)
 
 
 def load_model_and_tokenizer(

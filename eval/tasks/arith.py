@@ -19,6 +19,7 @@ import datasets
 
 from curate.core.errors import BadInputError
 from eval.tasks import gsm8k
+from eval.tasks import BUILTIN
 from eval.tasks.base import Task, TaskOptions, Verdict, register_task
 
 NAMES = ("Ada", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lea", "Max", "Noa")
@@ -96,7 +97,7 @@ def load(options: TaskOptions) -> datasets.Dataset:
     if options.source:
         from curate.llm.data import load_data
 
-        ds = load_data(options.source, split=options.split, limit=options.limit)
+        ds = gsm8k.user_columns(load_data(options.source, split=options.split, limit=options.limit), options)
     else:
         ds = default_split(options.split)
         ds = ds.select(range(min(len(ds), options.limit or len(ds))))
@@ -177,7 +178,7 @@ def verify(rows: Sequence[dict[str, Any]], completions: Sequence[Sequence[str]],
 
 
 TASK = register_task(Task(
-    name="arith", description="synthetic +/- word problems with worked answers, GSM8K verifier",
+    name="arith", description=BUILTIN["arith"].description,
     load=load, build_prompt=build_prompt, verify=verify, stop=gsm8k.stop, max_new_tokens=64,
     answer_modes=gsm8k.MODES + ("lines",),
     prepare=lambda ds: gsm8k.numeric_rows(ds, "arith"),

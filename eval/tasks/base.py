@@ -20,6 +20,8 @@ class TaskOptions:
     """Options a task's loader, prompt builder and verifier read; tasks ignore what they lack."""
 
     source: str | None = None  # dataset path or hub id (None: the task's default)
+    prompt_column: str | None = None  # the source's question column (None: the task's choice)
+    answer_column: str | None = None  # the source's reference-answer column
     split: str = "test"
     limit: int | None = None
     num_fewshot: int = 0  # worked examples before the question (from the train split)
@@ -81,6 +83,29 @@ class Task:
         return self.prepare(ds)
 
 
+def map_columns(ds: datasets.Dataset, prompt_column: str | None = None, answer_column: str | None = None, *,
+                flags: tuple[str, str] = ("--prompt-column", "--answer-column")) -> datasets.Dataset:
+    """A user's dataset with the named prompt and answer columns under the names every task reads
+    first, ``prompt`` and ``response`` (tasks take the first of :data:`~curate.llm.data.PROMPT_CANDIDATES`
+    / :data:`~curate.llm.data.RESPONSE_CANDIDATES` present, code tasks read ``prompt``), so that
+    ``get_task(name).rows_from(map_columns(ds, "q", "a"))`` reads columns ``q`` and ``a``; other
+    columns of those names are dropped. None leaves the task's own choice. A missing column is one
+    :class:`BadInputError` line naming its flag (``flags``: the prompt's, the answer's, as the caller
+    spells them) and value, with the available columns."""
+    from curate.llm.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES
+
+    if prompt_column is not None and prompt_column == answer_column:
+        raise BadInputError(f"{flags[0]} and {flags[1]} name the same column '{prompt_column}'")
+    renames = {}
+    for flag, column, target in zip(flags, (prompt_column, answer_column), (PROMPT_CANDIDATES[0], RESPONSE_CANDIDATES[0])):
+        if column is not None and column not in ds.column_names:
+            raise BadInputError(f"{flag} '{column}': no such column; available columns: {', '.join(ds.column_names)}")
+        if column is not None:
+            renames[column] = target
+    shadowed = [c for c in renames.values() if c in ds.column_names and c not in renames]
+    return ds.remove_columns(shadowed).rename_columns({k: v for k, v in renames.items() if k != v})
+
+
 TASKS: dict[str, Task] = {}
 
 
@@ -92,6 +117,12 @@ def register_task(task: Task) -> Task:
 
 
 def get_task(name: str) -> Task:
+    import importlib
+
+    from eval.tasks import BUILTIN
+
+    if name not in TASKS and name in BUILTIN:
+        importlib.import_module(BUILTIN[name].module)  # a built-in task registers itself on import
     if name not in TASKS:
-        raise BadInputError(f"unknown task '{name}'; available tasks: {', '.join(sorted(TASKS))}")
+        raise BadInputError(f"unknown task '{name}'; available tasks: {', '.join(sorted(set(TASKS) | set(BUILTIN)))}")
     return TASKS[name]

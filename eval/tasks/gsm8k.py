@@ -19,7 +19,8 @@ from curate.llm.data import RESPONSE_CANDIDATES, PROMPT_CANDIDATES, default_data
 from curate.core.errors import BadInputError
 from eval.gsm8k_answers import LM_EVAL_INVALID, LM_EVAL_MODES, MODES, check_mode, extract_gold, score
 from curate.llm.chat import render_prompt
-from eval.tasks.base import Task, TaskOptions, Verdict, register_task
+from eval.tasks import BUILTIN
+from eval.tasks.base import Task, TaskOptions, Verdict, map_columns, register_task
 
 HUB_ID, HUB_CONFIG = "openai/gsm8k", "main"
 
@@ -49,7 +50,13 @@ def load(options: TaskOptions) -> datasets.Dataset:
     source = options.source or default_source(options.split)
     ds = load_data(source, split=options.split, config=HUB_CONFIG if source == HUB_ID else None,
                    limit=options.limit)
-    return numeric_rows(ds, "gsm8k")
+    return numeric_rows(user_columns(ds, options), "gsm8k")
+
+
+def user_columns(ds: datasets.Dataset, options: TaskOptions) -> datasets.Dataset:
+    """``ds`` with the columns ``options`` names for question and answer (``--prompt-column``,
+    ``--answer-column``) where the task reads them."""
+    return map_columns(ds, options.prompt_column, options.answer_column, flags=("--prompt-column", "--answer-column"))
 
 
 @functools.cache
@@ -101,7 +108,7 @@ def stop(options: TaskOptions, chat: bool) -> tuple[str, ...]:
 
 
 TASK = register_task(Task(
-    name="gsm8k", description="GSM8K grade-school math, exact match on the final number",
+    name="gsm8k", description=BUILTIN["gsm8k"].description,
     load=load, build_prompt=build_prompt, verify=verify, stop=stop, max_new_tokens=256, answer_modes=MODES,
     prepare=lambda ds: numeric_rows(ds, "gsm8k"),
 ))

@@ -11,6 +11,7 @@ from curate.core.errors import BadInputError
 from eval.humaneval import check_completions, load_problems, postprocess_completion
 from eval.sandbox import Sandbox, SandboxConfig
 from curate.llm.chat import render_prompt, uses_chat
+from eval.tasks import BUILTIN
 from eval.tasks.base import Task, TaskOptions, Verdict, register_task
 
 # Codex's stop sequences: the function body ends at the next top-level statement.
@@ -82,7 +83,7 @@ def stop(options: TaskOptions, chat: bool) -> tuple[str, ...]:
 
 
 TASK = register_task(Task(
-    name="humaneval", description="HumanEval Python function synthesis, pass@k in the sandbox",
+    name="humaneval", description=BUILTIN["humaneval"].description,
     load=load, build_prompt=build_prompt, verify=verify, stop=stop, max_new_tokens=512,
     ks=(1, 10, 100), headline="pass@1", prepare=prepare, describe=describe,
 ))

@@ -79,6 +79,7 @@ def select_by_margin(margins: np.ndarray | torch.Tensor, threshold: float = 0.5,
 
 class DPC(Method):
     name = "dpc"
+    config_class = DPCConfig
 
     def __init__(self, config: DPCConfig | None = None) -> None:
         self.config = config or DPCConfig()

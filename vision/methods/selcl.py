@@ -113,6 +113,7 @@ def supervised_contrastive(z: torch.Tensor, positives: torch.Tensor, temperature
 
 class SelCL(Method):
     name = "selcl"
+    config_class = SelCLConfig
 
     def __init__(self, config: SelCLConfig | None = None) -> None:
         self.config = config or SelCLConfig()

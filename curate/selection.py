@@ -1,0 +1,111 @@
+"""What every selector shares: the row count from ``n`` or ``ratio``, the one top-n ranking
+(seeded tie-breaks), the baseline rules over score columns, the original row index and the
+``selected`` flag of a scored file. Selectors (:mod:`curate.cdas`, :mod:`curate.learnalign`)
+score; the rules here pick."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+
+from curate.core.errors import BadInputError
+from curate.registry import RULES
+
+ROW_INDEX = "row_index"
+
+
+def resolve_count(total: int, n: int | None = None, ratio: float | None = None) -> int:
+    """The number of rows to keep: ``n``, or ``floor(ratio * total)``; exactly one of them."""
+    if (n is None) == (ratio is None):
+        raise BadInputError("give exactly one of n (a count) or ratio (a fraction)")
+    if ratio is not None:
+        if not 0 < ratio <= 1:
+            raise BadInputError(f"ratio must be in (0, 1], got {ratio}")
+        return int(math.floor(ratio * total + 1e-9))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise BadInputError(f"n must be a positive integer, got {n!r}")
+    if n > total:
+        raise BadInputError(f"n={n} is larger than the pool of {total} rows")
+    return int(n)
+
+
+def ranking(values: np.ndarray, seed: int, eligible: np.ndarray | None = None) -> np.ndarray:
+    """Indices by value, highest first; ties in a seeded random order; NaN and ineligible rows left
+    out."""
+    values = np.asarray(values, dtype=np.float64)
+    ok = ~np.isnan(values) if eligible is None else (eligible & ~np.isnan(values))
+    pool = np.flatnonzero(ok)
+    tiebreak = np.random.default_rng(seed).permutation(len(values))[pool]
+    return pool[np.lexsort((tiebreak, -values[pool]))]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Top rows by ``column`` (``None``: a seeded random order) among the rows ``eligible`` allows."""
+
+    name: str
+    column: str | None
+    eligible: Callable[[datasets.Dataset], np.ndarray] | None = None
+
+    def order(self, scored: datasets.Dataset, seed: int) -> np.ndarray:
+        if self.column is not None and self.column not in scored.column_names:
+            raise BadInputError(f"dataset has no '{self.column}' column: score it first"
+                                + (" (with IFD: --with-ifd / with_ifd=True)" if self.column == "ifd" else ""))
+        mask = self.eligible(scored) if self.eligible else None
+        if self.column is None:  # a seeded permutation, the ineligible rows dropped
+            order = np.random.default_rng(seed).permutation(len(scored))
+            return order if mask is None else order[mask[order]]
+        return ranking(np.asarray(scored[self.column], dtype=np.float64), seed, mask)
+
+
+def _scored_rows(ds: datasets.Dataset) -> np.ndarray:
+    """Rows a scorer could score ('' skip reason), where the dataset marks them."""
+    if "skip_reason" not in ds.column_names:
+        return np.ones(len(ds), dtype=bool)
+    return np.array([reason == "" for reason in ds["skip_reason"]])
+
+
+def _ifd_below_1(ds: datasets.Dataset) -> np.ndarray:
+    return _scored_rows(ds) & (np.asarray(ds["ifd"], dtype=np.float64) < 1)
+
+
+BASELINES: dict[str, Rule] = {
+    "random": Rule("random", None, _scored_rows),
+    "ifd": Rule("ifd", "ifd", _ifd_below_1),
+    "length": Rule("length", "response_tokens", _scored_rows),
+    "learnability": Rule("learnability", "learnability"),
+    "gradient": Rule("gradient", "gradient_score"),
+    "gradient_cosine": Rule("gradient_cosine", "gradient_cosine_score"),
+    "learnalign": Rule("learnalign", "score"),
+}
+assert set(BASELINES) <= set(RULES)
+
+
+def select_by_rule(scored: datasets.Dataset, method: str, count: int, seed: int = 0) -> datasets.Dataset:
+    """The top ``count`` rows of ``scored`` by a named rule, in rank order."""
+    if method not in BASELINES:
+        raise BadInputError(f"unknown method '{method}'; choose one of {', '.join(BASELINES)}")
+    order = BASELINES[method].order(scored, seed)
+    if len(order) < count:
+        column = BASELINES[method].column or "scored"
+        raise BadInputError(f"only {len(order)} rows have a usable '{column}' value; asked for {count}")
+    return scored.select(order[:count])
+
+
+def with_row_index(ds: datasets.Dataset) -> datasets.Dataset:
+    """``ds`` with its original row numbers in ``row_index`` (kept when already there)."""
+    return ds if ROW_INDEX in ds.column_names else ds.add_column(ROW_INDEX, list(range(len(ds))))
+
+
+def mark_selected(scored: datasets.Dataset, selected: datasets.Dataset) -> datasets.Dataset:
+    """Every scored row with a boolean ``selected`` column (matched by ``row_index``)."""
+    for ds, name in ((scored, "scored"), (selected, "selected")):
+        if ROW_INDEX not in ds.column_names:
+            raise BadInputError(f"the {name} dataset has no '{ROW_INDEX}' column")
+    chosen = set(selected[ROW_INDEX])
+    flags = [i in chosen for i in scored[ROW_INDEX]]
+    scored = scored.remove_columns("selected") if "selected" in scored.column_names else scored
+    return scored.add_column("selected", flags)

@@ -1,0 +1,149 @@
+"""The vision experiment YAML is validated into dataclasses (:class:`vision.run.ExperimentConfig`)
+before any work: an unknown field or a value of the wrong type, in any section, is one line on
+stderr naming the field, its value and the file, exit 2, nothing at ``--out`` and no data loaded.
+``curate vision --help`` comes from the method registry and loads no torch."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from curate.cli import main as curate_main
+from vision.methods import METHODS, MethodEntry
+from vision.run import ExperimentConfig, build_config, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = ROOT / "recipes" / "vision"
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Loading a dataset is the first heavy step: a refused config must never get there."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("data loaded before the config was checked")
+    monkeypatch.setattr("vision.data.load_images", refuse)
+
+
+def _refused(tmp_path: Path, capsys, method: str, config: dict) -> str:
+    """Run ``curate vision METHOD`` on ``config``; assert exit 2, one line, nothing written; the line."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out" / "r.json"
+    assert curate_main(["vision", method, "--config", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert str(path) in err  # names the file
+    assert not (tmp_path / "out").exists()
+    return err
+
+
+def _recipe(method: str, section: str | None = None, bad: dict | None = None) -> dict:
+    """The method's recipe, with ``bad`` fields put into ``section`` (None: the top level)."""
+    config = yaml.safe_load((RECIPES / f"{method}.yaml").read_text())
+    if bad and section is None:
+        config.update(bad)
+    elif bad:
+        config[section] = {**(config.get(section) or {}), **bad}
+    return config
+
+
+@pytest.mark.parametrize("method, section, bad, message", [
+    # Kills a loader that checks only some sections (the old one let method options through to
+    # the method's constructor, and top-level typos were dropped silently on the Python path).
+    ("selcl", "train", {"epoch": 3}, "unknown field 'train.epoch' (did you mean 'train.epochs'?)"),
+    ("selcl", "noise", {"rat": 0.2}, "unknown field 'noise.rat' (did you mean 'noise.rate'?)"),
+    ("selcl", "method", {"kk": 5}, "unknown field 'method.kk' (did you mean 'method.k'?)"),
+    ("dpc", "method", {"treshold": 0.4}, "unknown field 'method.treshold' (did you mean 'method.threshold'?)"),
+    ("ce", "method", {"k": 5}, "method 'ce' takes no options, got k"),
+    ("selcl", None, {"datset": "digits"}, "unknown field 'datset' (did you mean 'dataset'?)"),
+])
+def test_an_unknown_field_in_each_section_is_named(tmp_path, capsys, no_data, method, section, bad, message):
+    assert message in _refused(tmp_path, capsys, method, _recipe(method, section, bad))
+
+
+@pytest.mark.parametrize("method, section, bad, message", [
+    # Kills a loader that passes values through unchecked (``range("ten")`` or ``"high" < 1``
+    # failing later as a bug, or a float epoch count), or that reports a type without the field.
+    ("selcl", "train", {"epochs": "ten"}, "train.epochs: expected an integer, got 'ten'"),
+    ("selcl", "train", {"augment": 1}, "train.augment: expected true or false, got 1"),
+    ("selcl", "noise", {"rate": "high"}, "noise.rate: expected a number, got 'high'"),
+    ("selcl", "noise", {"mapping": [1, "a"]}, "noise.mapping[1]: expected an integer, got 'a'"),
+    ("selcl", "method", {"k": 2.5}, "method.k: expected an integer, got 2.5"),
+    ("selcl", None, {"seed": "x"}, "seed: expected an integer, got 'x'"),
+    ("selcl", None, {"train": [1, 2]}, "train: expected a mapping of fields, got list"),
+])
+def test_a_wrong_type_names_the_field_and_the_value(tmp_path, capsys, no_data, method, section, bad, message):
+    assert message in _refused(tmp_path, capsys, method, _recipe(method, section, bad))
+
+
+def test_a_bad_value_checked_by_the_dataclass_names_the_section(tmp_path, capsys, no_data):
+    # Kills a loader that loses the file and section on the dataclasses' own range checks.
+    config = {**_recipe("ce"), "noise": {"kind": "symmetric", "rate": 1.5}}
+    assert "bad.yaml: noise: noise rate must be in [0, 1), got 1.5" in _refused(tmp_path, capsys, "ce", config)
+
+
+def test_recipes_load_into_typed_dataclasses():
+    # Kills a loader that returns the raw dict, or that keeps ints where the dataclass says float
+    # (JSON results and checkpoint keys would then depend on how the YAML spelt a number).
+    for method in METHODS:
+        config = load_config(RECIPES / f"{method}.yaml", method)
+        assert isinstance(config, ExperimentConfig) and config.dataset == "digits"
+        assert config.train.epochs == 30 and config.noise.rate == 0.4
+    config = build_config({"train": {"lr": 1, "epochs": 2, "warmup_epochs": 0}, "noise": {"kind": "asymmetric",
+                           "mapping": [1, 0]}, "method": {"temperature": 1, "lambda_ce": "1e-1"}}, "selcl")
+    assert type(config.train.lr) is float and config.noise.mapping == (1, 0)
+    assert config.method == {"temperature": 1.0, "lambda_ce": 0.1} and type(config.method["temperature"]) is float
+
+
+def test_command_line_overrides_are_applied_before_the_check(tmp_path):
+    # Kills overrides applied after validation: warmup_epochs 5 > epochs 3 in the file is fine
+    # when --warmup-epochs 1 replaces it, and --epochs wins over the file.
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"train": {"epochs": 3, "warmup_epochs": 5}}))
+    config = load_config(path, "ce", {"epochs": 4, "warmup_epochs": 1})
+    assert (config.train.epochs, config.train.warmup_epochs) == (4, 1)
+
+
+def _normal(text: str) -> str:
+    return " ".join(text.split())  # argparse wraps long help lines
+
+
+def test_help_lists_every_registered_method_with_its_description(capsys, monkeypatch):
+    # Kills a hand-written list of methods (or help texts) in the CLI: a method registered now,
+    # for this test only, must show up with its description.
+    monkeypatch.setitem(METHODS, "fake", MethodEntry("vision.train:Method", "a registered method for this test"))
+    with pytest.raises(SystemExit) as exit_:
+        curate_main(["vision", "--help"])
+    assert exit_.value.code == 0
+    text = _normal(capsys.readouterr().out)
+    for name, entry in METHODS.items():
+        assert f"{name} {_normal(entry.description)}" in text
+
+
+def test_the_cli_and_its_help_load_no_torch():
+    # Kills a CLI or a registry that imports the methods (torch) eagerly: importing the command
+    # module, building its parser and printing `curate vision --help` must load none of it; the
+    # last step (building a method) shows that the check sees torch when it is loaded.
+    code = """
+import argparse, contextlib, io, sys
+heavy = lambda: sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'numpy', 'torchvision', 'sklearn'})
+import curate.commands.vision as command
+parser = argparse.ArgumentParser()
+command.register(parser.add_subparsers())
+from curate.cli import main
+with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+    main(['vision', '--help'])
+print(heavy())
+from vision.methods import build_method
+build_method('dpc')
+print(heavy())
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    before, after = result.stdout.splitlines()
+    assert before == "[]"
+    assert "torch" in after
