@@ -119,19 +119,27 @@ class DynamicPackCollator:
 
 def make_trainer_class():
     """``SFTTrainer`` that takes Dynamic Pack batches: it drops ``num_real_tokens`` before the model
-    call and counts real tokens (TRL counts one row's width when a batch has no attention mask)."""
+    call and logs ``num_tokens`` as the real tokens seen (TRL would count a packed row's width, as a
+    batch without an attention mask looks to it). Public API only: ``compute_loss``, the
+    accelerator's ``gather_for_metrics`` and ``Trainer.log``, which a mixin placed after
+    SFTTrainer in the method order overrides, so it sees the logs after TRL has filled them in."""
+    from transformers import Trainer
     from trl import SFTTrainer
 
-    class DynamicPackSFTTrainer(SFTTrainer):
+    class RealTokenCount(Trainer):
+        real_tokens = 0
+
+        def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+            if "num_tokens" in logs and self.real_tokens:
+                logs["num_tokens"] = float(self.real_tokens)
+            super().log(logs, *args, **kwargs)
+
+    class DynamicPackSFTTrainer(SFTTrainer, RealTokenCount):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             real = inputs.pop("num_real_tokens", None)
-            width = inputs["position_ids"].size(1) if "position_ids" in inputs else None
             result = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            if real is not None and width is not None and model.training:
-                correction = self.accelerator.gather_for_metrics(real.to(inputs["input_ids"].device) - width)
-                self._total_train_tokens += int(correction.sum().item()) // self._tp_size
-                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            if real is not None and model.training:
+                self.real_tokens += int(self.accelerator.gather_for_metrics(real.to(inputs["input_ids"].device)).sum())
             return result
 
     return DynamicPackSFTTrainer
-

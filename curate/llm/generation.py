@@ -73,10 +73,6 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
 class HFGenerator:
     """Batched generation with a ``transformers`` model (see the module docstring)."""
 
@@ -121,7 +117,9 @@ class HFGenerator:
             try:
                 outputs = self._generate_batch([encoded[i] for i in batch], config)
             except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
-                if not _is_oom(err) or self.batch_size == 1:
+                from accelerate.utils.memory import should_reduce_batch_size  # CUDA, MPS, XPU or CPU OOM
+
+                if not should_reduce_batch_size(err) or self.batch_size == 1:
                     raise
                 self.batch_size = len(batch) // 2  # halve what actually failed
                 torch.cuda.empty_cache()
