@@ -11,6 +11,7 @@ from curate import __version__
 
 # Modules that each define ``register(subparsers)``; one per command group.
 COMMAND_MODULES = ("curate.commands.data", "curate.commands.demo", "curate.commands.eval", "curate.commands.model",
+                   "curate.commands.run",
                    "curate.commands.select", "curate.commands.vision")
 
 

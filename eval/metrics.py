@@ -33,16 +33,12 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float]:
 
 def wilson_interval(successes: int, total: int) -> tuple[float, float]:
     """95% Wilson score interval of a proportion (sound at 0% and 100%, unlike the normal one)."""
+    from scipy.stats import binomtest
+
     if total <= 0:
         raise ValueError(f"total must be positive, got {total}")
-    p = successes / total
-    denominator = 1 + Z95**2 / total
-    centre = (p + Z95**2 / (2 * total)) / denominator
-    half = Z95 * math.sqrt(p * (1 - p) / total + Z95**2 / (4 * total**2)) / denominator
-    # At 0% and 100% the bound is exactly 0 / 1; rounding would leave it a hair inside.
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == total else min(1.0, centre + half)
-    return low, high
+    interval = binomtest(int(successes), int(total)).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(interval.low), float(interval.high)
 
 
 def summarize_correctness(correct: Sequence[Sequence[bool]], ks: Sequence[int] = (1,)) -> dict[str, float]:

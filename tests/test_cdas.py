@@ -271,3 +271,22 @@ def test_cli_reruns_resume_and_cache_embeddings_but_refuse_another_configuration
     assert "holds no curatekit run" in capsys.readouterr().err and sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
     assert main(_cli_args(gsm8k_dir, tiny_model_dir, tmp_path / "sel.jsonl", cache)) == 2
     assert "output folder" in capsys.readouterr().err and not (tmp_path / "sel.jsonl").exists()
+
+
+def test_the_registry_builds_every_selector_by_name():
+    # The CLI and its help are built from curate.registry; a name there must build its class with
+    # the config fields as keyword arguments, and a typo is one line with the closest name.
+    from curate.learnalign import LearnAlign
+    from curate.registry import SELECTORS, get_selector
+
+    assert set(SELECTORS) == {"cdas", "learnalign"}
+    cdas_selector = get_selector("cdas", model="m", num_clusters=3, method="length")
+    assert isinstance(cdas_selector, cdas.CDAS) and cdas_selector.config.num_clusters == 3
+    la = get_selector("learnalign", model="m", num_rollouts=4, method="learnability")
+    assert isinstance(la, LearnAlign) and la.config.num_rollouts == 4 and la.method == "learnability"
+    for name, entry in SELECTORS.items():
+        assert get_selector(name, model="m").method == entry.methods[0]  # the selector's own rule first
+    with pytest.raises(BadInputError, match="unknown selector 'cdsa' \\(did you mean 'cdas'\\?\\)"):
+        get_selector("cdsa", model="m")
+    with pytest.raises(BadInputError, match="unknown method 'gradient'"):
+        get_selector("cdas", model="m", method="gradient")

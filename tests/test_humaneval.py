@@ -98,7 +98,12 @@ def test_pass_at_k_properties():
 
 def test_intervals():
     low, high = wilson_interval(0, 50)
-    assert low == pytest.approx(0.0, abs=1e-12) and 0.0 < high < 0.1
+    assert low == 0.0 and 0.0 < high < 0.1
+    # By hand: centre (p + z²/2n) / (1 + z²/n), half-width z sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)
+    z, n, p = 1.959963984540054, 20, 5 / 20
+    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5 / (1 + z * z / n)
+    assert wilson_interval(5, 20) == pytest.approx((centre - half, centre + half), rel=1e-12)
+    assert wilson_interval(20, 20)[1] == 1.0
     mean, low, high = mean_interval([0.0, 1.0] * 50)
     assert mean == 0.5 and low < 0.5 < high
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.core.io import read_yaml
-from vision.config import from_mapping
+from curate.core.config import from_mapping
 from vision.methods import build_method, method_options
 from vision.noise import NoiseConfig
 from vision.train import TrainConfig

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from curate.core.errors import BadInputError
-from vision.config import from_mapping
+from curate.core.config import from_mapping
 
 if TYPE_CHECKING:
     from vision.train import Method
