@@ -109,3 +109,30 @@ def mark_selected(scored: datasets.Dataset, selected: datasets.Dataset) -> datas
     flags = [i in chosen for i in scored[ROW_INDEX]]
     scored = scored.remove_columns("selected") if "selected" in scored.column_names else scored
     return scored.add_column("selected", flags)
+
+
+SCORE_SUMMARY = ("score", "success_rate", "learnability", "gradient_score", "ifd", "response_tokens")
+
+
+def dataset_card(scored: datasets.Dataset, selected: datasets.Dataset, *, source: str, selector: str, method: str,
+                 budget: dict, config: dict, scoring_model: str | None) -> str:
+    """A dataset card (``README.md`` with YAML metadata, as the hub reads it) for a selection: its
+    source, selector, method, budget, settings, scoring model, counts and score statistics, so the
+    selection carries where it came from wherever it is copied or pushed."""
+    from huggingface_hub import DatasetCard, DatasetCardData
+
+    stats = {}
+    for column in (c for c in SCORE_SUMMARY if c in scored.column_names):
+        pool, chosen = (np.asarray(ds[column], dtype=np.float64) for ds in (scored, selected))
+        pool, chosen = pool[~np.isnan(pool)], chosen[~np.isnan(chosen)]
+        stats[column] = {"pool_mean": float(pool.mean()) if len(pool) else None,
+                         "selected_mean": float(chosen.mean()) if len(chosen) else None}
+    data = DatasetCardData(
+        pretty_name=f"{selector} selection from {source}", tags=["curatekit", "data-selection", selector],
+        source_datasets=[source],
+        curatekit={"selector": selector, "method": method, "budget": budget, "config": config,
+                   "scoring_model": scoring_model, "rows": len(scored), "selected": len(selected), "scores": stats})
+    body = (f"# {selector} selection from {source}\n\n{len(selected)} of {len(scored)} rows, chosen by curatekit's "
+            f"`{selector}` selector (method `{method}`). `row_index` is each row's place in the source; the score "
+            "columns are the selector's. The YAML header holds the settings and score statistics.\n")
+    return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))

@@ -231,11 +231,17 @@ MUTANTS: list[Mutant] = [
     Mutant("pipeline-eval-key-ignores-its-settings", "curate/pipeline/stages.py",
            'key = _key(upstream, asdict(spec.eval), "eval")', 'key = _key(upstream, "eval")',
            ("tests/test_pipeline.py::test_a_rerun_does_nothing_and_an_edited_eval_reruns_only_eval_and_compare",)),
+    Mutant("pipeline-calibration-never-warns", "curate/pipeline/report.py",
+           "    if values <= {0.0} or values <= {1.0}:", "    if False:",
+           ("tests/test_pipeline.py::test_calibration_warns_only_when_the_comparison_cannot_show_an_effect",)),
+    Mutant("card-counts-the-pool-as-selected", "curate/selection.py",
+           '"rows": len(scored), "selected": len(selected)', '"rows": len(scored), "selected": len(scored)',
+           ("tests/test_cdas.py::test_cli_writes_selection_scored_file_report_and_plot",)),
     Mutant("pipeline-marker-before-the-work", "curate/pipeline/stages.py",
            "        self.run(self.path)\n        kill_point(self.kind, 1)",
            '        atomic_write_json(self.path / MARKER, {"key": self.key, "stage": self.name})\n'
            "        self.run(self.path)\n        kill_point(self.kind, 1)",
-           ("tests/test_pipeline.py::test_kills_in_every_stage_then_reruns_give_the_uninterrupted_report",)),
+           ("tests/test_pipeline.py::test_kills_in_every_stage_then_reruns_give_the_uninterrupted_run",)),
     # -- layers -----------------------------------------------------------------------------------
     Mutant("layers-vision-device-through-transformers", "vision/train.py",
            "from curate.core.device import resolve_device", "import transformers  # noqa: F401\nfrom curate.core.device import resolve_device",

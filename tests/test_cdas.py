@@ -234,6 +234,14 @@ def test_cli_writes_selection_scored_file_report_and_plot(tiny_model_dir, gsm8k_
     assert "[1/3] IFD: 120 samples" in log and "[3/3] select" in log and log.rstrip().split()[-4] == "done"
     assert len(list((tmp_path / "cache").glob("ifd-*.jsonl"))) == 1
     assert len(list((tmp_path / "cache").glob("embeddings-*.npy"))) == 1
+    # the dataset card: where the selection came from, read back as the hub reads it
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(out / "README.md").data.to_dict()
+    assert card["source_datasets"] == [str(gsm8k_dir / "train.jsonl")] and "curatekit" in card["tags"]
+    meta = card["curatekit"]
+    assert (meta["selector"], meta["method"], meta["rows"], meta["selected"]) == ("cdas", "cdas", 120, len(rows))
+    assert meta["config"]["num_clusters"] == 4 and meta["scores"]["ifd"]["selected_mean"] < 1
 
     # --n: a count instead of the share per cluster
     assert main(_cli_args(gsm8k_dir, tiny_model_dir, tmp_path / "by_n", tmp_path / "cache", "--n", "7")) == 0

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from curate.cli import main as curate_main
-from test_learnalign import curate_small_chunks
+from test_learnalign import curate_in_process, curate_small_chunks
 from test_resume import run_with_kills
 
 STAGES = ["score", "select", "train", "eval", "compare"]
@@ -57,13 +57,21 @@ def test_a_pipeline_runs_end_to_end_into_a_paired_comparison(finished):
     assert pairs == {("learnalign", "start"), ("random", "start"), ("full", "start"), ("learnalign", "random"),
                      ("learnalign", "full"), ("random", "full")}
     assert all({"mean_diff", "ci95", "p_value", "effect"} <= c.keys() for c in report["comparisons"])
+    # the random tiny model solves nothing and learns nothing: the report says so instead of comparing
+    assert any("no comparison here can show an effect" in w for w in report["warnings"])
+    assert any("no pool row has 0 < p < 1" in w for w in report["warnings"])
+    assert "**Warning:**" in (out / "report" / "report.md").read_text()
     assert report["eval"]["problems"] == 6 and (out / "report" / "accuracy.png").read_bytes()[:4] == b"\x89PNG"
     assert "| learnalign vs random |" in (out / "report" / "report.md").read_text()
     # one scoring for the two arms that share the selector configuration; the budgets hold
     assert len(list((out / "scores").iterdir())) == 1
     for arm, rows in (("learnalign", 4), ("random", 4), ("full", 12)):
         assert len((out / "selections" / arm / "selected.jsonl").read_text().splitlines()) == rows
-    # provenance: every trained model names the selection it came from
+    # provenance: every selection carries a dataset card, every trained model names its selection
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(out / "selections" / "random" / "README.md").data.to_dict()["curatekit"]
+    assert (card["selector"], card["method"], card["selected"], card["budget"]["n"]) == ("learnalign", "random", 4, 4)
     provenance = json.loads((out / "train" / "learnalign-seed0" / "model" / "provenance.json").read_text())
     assert provenance["selection"] == str(out / "selections" / "learnalign") and provenance["rows"] == 4
     log = (out / "run.log").read_text()
@@ -89,17 +97,45 @@ def test_a_rerun_does_nothing_and_an_edited_eval_reruns_only_eval_and_compare(fi
     assert ran == []  # a dry run runs nothing
 
 
+def test_calibration_warns_only_when_the_comparison_cannot_show_an_effect(tmp_path):
+    # Kills a gate that never fires (a 0%-everywhere comparison reported as a finding) and one that
+    # always fires (a real difference hidden behind a warning).
+    from curate.pipeline.report import calibration
+
+    assert calibration({"start": [[0.0, 0.0]], "a": [[0.0, 0.0], [0.0, 0.0]]})
+    assert calibration({"start": [[1.0, 1.0]], "a": [[1.0, 1.0]]})
+    assert calibration({"start": [[0.0, 0.0]], "a": [[1.0, 0.0]]}) == []
+    scored = tmp_path / "scores" / "learnalign-x"
+    scored.mkdir(parents=True)
+    (scored / "scored.jsonl").write_text('{"success_rate": 0.0}\n{"success_rate": 1.0}\n')
+    assert len(calibration({"start": [[0.0, 1.0]]}, tmp_path / "scores")) == 1
+    (scored / "scored.jsonl").write_text('{"success_rate": 0.0}\n{"success_rate": 0.5}\n')
+    assert calibration({"start": [[0.0, 1.0]]}, tmp_path / "scores") == []
+
+
 # Kills a stage marked done before its work is (a rerun then skips it and reads nothing), and keys
-# that miss what a stage reads (a rerun would use a half-finished upstream).
-def test_kills_in_every_stage_then_reruns_give_the_uninterrupted_report(finished, tmp_path):
-    spec, _, reference = finished
+# that miss what a stage reads (a rerun would use a half-finished upstream). The reference is an
+# uninterrupted run with the same chunking; the check goes down to every completion generated.
+def test_kills_in_every_stage_then_reruns_give_the_uninterrupted_run(finished, tmp_path, monkeypatch):
+    spec, _, _ = finished
     path = write(tmp_path / "tiny.yaml", spec)
-    args = ["run", str(path), "--out", str(tmp_path / "out")]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
     # rollouts:1 kills inside the scoring stage's work; the others after a stage's work, before its marker
-    run_with_kills(tmp_path / "log", ["rollouts:1", *(f"{kind}:1" for kind in STAGES)], curate_small_chunks, 4, args)
-    got = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
-    want = json.loads((reference / "report" / "report.json").read_text())
-    assert got == want
+    run_with_kills(tmp_path / "log", ["rollouts:1", *(f"{kind}:1" for kind in STAGES)], curate_small_chunks, 4,
+                   ["run", str(path), "--out", str(killed)])
+    assert curate_in_process(monkeypatch, 4, ["run", str(path), "--out", str(whole)]) == 0
+    read = lambda p: [json.loads(line) for line in p.read_text().splitlines()]  # noqa: E731
+    assert json.loads((killed / "report" / "report.json").read_text()) == \
+        json.loads((whole / "report" / "report.json").read_text())
+    for name in ("learnalign", "random"):
+        got, want = (read(out / "selections" / name / "scored.jsonl") for out in (killed, whole))
+        assert [r["success_rate"] for r in got] == [r["success_rate"] for r in want]
+        assert [r["row_index"] for r in got if r["selected"]] == [r["row_index"] for r in want if r["selected"]]
+    evals = sorted(p.name for p in (whole / "eval").iterdir())
+    assert len(evals) == 4
+    for name in evals:
+        got, want = (read(out / "eval" / name / "samples.jsonl") for out in (killed, whole))
+        assert [s["completion"] for s in got] == [s["completion"] for s in want], name
 
 
 @pytest.mark.parametrize("change, message", [

@@ -174,9 +174,9 @@ def is_main_process() -> bool:
 
 def write_outputs(args: argparse.Namespace, out: Path, scored: Any, selected: Any, selector: Any) -> None:
     from curate.core.errors import BadInputError
-    from curate.core.io import atomic_write_json
+    from curate.core.io import atomic_write_json, atomic_write_text
     from curate.llm.data import save_dataset
-    from curate.selection import mark_selected
+    from curate.selection import dataset_card, mark_selected
 
     if len(selected) == 0:
         raise BadInputError(f"nothing selected at --ratio {args.ratio}: no cluster keeps a row (too few rows "
@@ -186,7 +186,11 @@ def write_outputs(args: argparse.Namespace, out: Path, scored: Any, selected: An
     paths = {"selected": save_dataset(selected, out / "selected.jsonl"),
              "scored": save_dataset(mark_selected(scored, selected), out / "scored.jsonl"),
              "report": atomic_write_json(out / "report.json", report),
-             "plot": selector.plot(scored, selected, out / CLI[args.selector].plot)}
+             "plot": selector.plot(scored, selected, out / CLI[args.selector].plot),
+             "card": atomic_write_text(out / "README.md", dataset_card(
+                 scored, selected, source=args.dataset, selector=args.selector, method=args.method,
+                 budget={"n": args.n, "ratio": args.ratio}, config=report["config"],
+                 scoring_model=getattr(selector, "scoring_model_", None) or args.model))}
     print(selector.summary(report))
     for name, path in paths.items():
         print(f"{name + ':':<10}{path}")

@@ -54,9 +54,22 @@ def _difference(previous: Mapping[str, Any], record: Mapping[str, Any]) -> str:
     return ", ".join(f"{key}: {old.get(key)!r} -> {new.get(key)!r}" for key in changed[:3]) or "unreadable record"
 
 
+_depth = [0]  # stage lines of work nested inside a stage (a pipeline's scoring) are indented
+
+
 def stage(step: int, total: int, text: str) -> None:
     """One stage line, e.g. ``[2/5] rollouts: 200 prompts x 8`` (stderr and the run's log)."""
-    logger.info("[%d/%d] %s", step, total, text)
+    logger.info("%s[%d/%d] %s", "    " * _depth[0], step, total, text)
+
+
+@contextmanager
+def nested() -> Iterator[None]:
+    """Stage lines written inside the block are one level deeper."""
+    _depth[0] += 1
+    try:
+        yield
+    finally:
+        _depth[0] -= 1
 
 
 class Stages:

@@ -22,7 +22,7 @@ PROMPT_CANDIDATES = ("prompt", "question", "instruction", "problem", "query", "i
 RESPONSE_CANDIDATES = ("response", "answer", "completion", "output", "solution", "canonical_solution")
 
 
-# A `curate select` output folder (run.json beside it) is read as its selection.
+# A selection folder (`curate select`, `curate run`: scored.jsonl beside it) is read as its selection.
 SELECTION_FILE = "selected.jsonl"
 
 
@@ -154,7 +154,7 @@ def _load_local(path: Path, split: str) -> datasets.Dataset:
             if _saved_without_shards(path):  # `datasets` cannot load a 0-row save; say why
                 raise BadInputError(f"dataset is empty: {path} (saved with no rows)")
             return _pick_split(_read(lambda: datasets.load_from_disk(str(path)), path), split, path)
-        if (path / SELECTION_FILE).is_file() and (path / "run.json").is_file():  # a `curate select` folder
+        if (path / SELECTION_FILE).is_file() and (path / "scored.jsonl").is_file():  # a selection folder
             return _load_local(path / SELECTION_FILE, split)
         data_files = [p for p in path.iterdir() if p.suffix.lower() in FILE_BUILDERS]
         if not data_files:

@@ -37,7 +37,7 @@ def describe(stages: list[Stage], only: str | None = None) -> str:
 def run(spec: PipelineSpec, out: str | Path, only: str | None = None) -> Path:
     """Run every stage that is not done (and every stage of kind ``only``); the report's folder."""
     from curate.core.errors import BadInputError
-    from curate.core.runs import Stages
+    from curate.core.runs import Stages, nested
 
     if only is not None and only not in STAGE_KINDS:
         raise BadInputError(f"--only '{only}': choose one of {', '.join(STAGE_KINDS)}")
@@ -46,5 +46,6 @@ def run(spec: PipelineSpec, out: str | Path, only: str | None = None) -> Path:
     line = Stages(len(todo))
     for stage in todo:
         line(f"{stage.name}: {stage.work}")
-        stage.execute()
+        with nested():
+            stage.execute()
     return stages[-1].path

@@ -36,7 +36,7 @@ def tables(spec: PipelineSpec, evals: list[Stage]) -> dict[str, list[list[float]
     return out
 
 
-def build_report(spec: PipelineSpec, evals: list[Stage]) -> dict[str, Any]:
+def build_report(spec: PipelineSpec, evals: list[Stage], scores: Path | None = None) -> dict[str, Any]:
     from eval.metrics import paired_comparison
 
     table = tables(spec, evals)
@@ -44,6 +44,7 @@ def build_report(spec: PipelineSpec, evals: list[Stage]) -> dict[str, Any]:
     pairs = [(arm, "start") for arm in arms] + list(itertools.combinations(arms, 2))
     accuracy = {name: [statistics.fmean(row) for row in rows] for name, rows in table.items()}
     return {
+        "warnings": calibration(table, scores),
         "pipeline": spec.name, "model": spec.model, "dataset": spec.dataset.source, "seeds": list(spec.seeds),
         "eval": {"task": spec.eval.task, "problems": len(table["start"][0]), "num_samples": spec.eval.num_samples},
         "accuracy": {name: {"mean": statistics.fmean(values), "per_seed": values} for name, values in accuracy.items()},
@@ -51,9 +52,27 @@ def build_report(spec: PipelineSpec, evals: list[Stage]) -> dict[str, Any]:
     }
 
 
+def calibration(table: dict[str, list[list[float]]], scores: Path | None = None) -> list[str]:
+    """Why the comparison may be unable to show an effect, measured: every model at the floor or the
+    ceiling on every problem, or (with LearnAlign scores) no pool row learnable under the scoring policy."""
+    warnings = []
+    values = {v for rows in table.values() for row in rows for v in row}
+    if values <= {0.0} or values <= {1.0}:
+        warnings.append(f"every model scores {values.pop():.0%} on every problem: no comparison here can show "
+                        "an effect (train longer, start from a stronger model or use easier problems)")
+    for scored in sorted(scores.glob("*/scored.jsonl")) if scores and scores.is_dir() else []:
+        rates = [json.loads(line).get("success_rate") for line in scored.read_text(encoding="utf-8").splitlines()]
+        if rates and rates[0] is not None and not any(0 < p < 1 for p in rates):
+            warnings.append(f"{scored.parent.name}: no pool row has 0 < p < 1 under the scoring policy, so "
+                            "LearnAlign's selection is a seeded random pick")
+    return warnings
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['pipeline']}: {report['eval']['task']}, {report['eval']['problems']} problems, "
-             f"seeds {report['seeds']}", "", "| model | accuracy | per seed |", "|---|---|---|"]
+             f"seeds {report['seeds']}", ""]
+    lines += [f"**Warning:** {w}" for w in report["warnings"]] + ([""] if report["warnings"] else [])
+    lines += ["| model | accuracy | per seed |", "|---|---|---|"]
     for name, acc in report["accuracy"].items():
         lines.append(f"| {name} | {100 * acc['mean']:.1f} | {', '.join(f'{100 * v:.1f}' for v in acc['per_seed'])} |")
     lines += ["", "| a vs b | difference | 95% interval | p | effect |", "|---|---|---|---|---|"]
@@ -65,7 +84,7 @@ def markdown(report: dict[str, Any]) -> str:
 
 
 def write_report(spec: PipelineSpec, evals: list[Stage], path: Path) -> None:
-    report = build_report(spec, evals)
+    report = build_report(spec, evals, path.parent / "scores")
     atomic_write_json(path / "report.json", report)
     atomic_write_text(path / "report.md", markdown(report))
     plot(report, path / "accuracy.png")

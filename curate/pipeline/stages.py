@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.core.cache import digest, kill_point, model_fingerprint
-from curate.core.io import atomic_dir, atomic_write_json
+from curate.core.io import atomic_dir, atomic_write_json, atomic_write_text
 from curate.pipeline.spec import ArmSpec, PipelineSpec
 
 MARKER = "stage.json"
@@ -89,7 +89,7 @@ def select_stage(spec: PipelineSpec, arm: ArmSpec, out: Path, start: str, scored
 
     def run(path: Path) -> None:
         from curate.llm.data import load_data, save_dataset
-        from curate.selection import mark_selected, with_row_index
+        from curate.selection import dataset_card, mark_selected, with_row_index
 
         if scored is None:
             save_dataset(with_row_index(load_pool(spec)), path / "selected.jsonl")
@@ -99,6 +99,10 @@ def select_stage(spec: PipelineSpec, arm: ArmSpec, out: Path, start: str, scored
         selected = selector.select(rows, n=arm.n, ratio=arm.ratio)
         save_dataset(selected, path / "selected.jsonl")
         save_dataset(mark_selected(rows, selected), path / "scored.jsonl")
+        atomic_write_text(path / "README.md", dataset_card(
+            rows, selected, source=spec.dataset.source, selector=arm.selector, method=selector.method,
+            budget={"n": arm.n, "ratio": arm.ratio}, config=arm.config,
+            scoring_model=str(scored.path / "warmup") if arm.warmup else spec.model))
 
     budget = "the full pool" if scored is None else f"{arm.n or arm.ratio} by {arm.method or arm.selector}"
     return Stage("select", f"select {arm.name}", out / "selections" / arm.name, key, budget, run)
