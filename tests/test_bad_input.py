@@ -57,6 +57,10 @@ CASES = {
                                    "--out {out}/sel.jsonl", "--out {out}/sel.jsonl: names an output folder"),
     "cdas --out a data-like name": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} "
                                        "--out {out}/sel.jsonlines", "names an output folder, not a .jsonlines file"),
+    "cdas --n past the pool": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} --out {out} --n 9",
+                                   "--n must be in [1, 8] (the pool size), got 9"),
+    "learnalign --ratio under one row": case("curate", "select learnalign --dataset {in}/ok.jsonl --model {model} "
+                                             "--out {out} --ratio 0.01", "--ratio 0.01 of 8 rows is less than one row"),
     "cdas --num-clusters 0": case("curate", "select cdas --dataset {in}/ok.jsonl --model {model} --out {out} "
                                   "--num-clusters 0", "--num-clusters must be a positive integer, got 0"),
     # curate select learnalign

@@ -97,10 +97,22 @@ def add_learnalign_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"], help="rollouts (default: auto)")
 
 
+def check_budget(args: argparse.Namespace, ds: Any) -> None:
+    """--n within the pool, --ratio in (0, 1] and worth at least one row: before any scoring."""
+    from curate.core.errors import BadInputError
+    from curate.selection import resolve_count
+
+    if args.n is not None and args.n > len(ds):
+        raise BadInputError(f"--n must be in [1, {len(ds)}] (the pool size), got {args.n}")
+    if args.ratio is not None and resolve_count(len(ds), ratio=args.ratio) < 1:
+        raise BadInputError(f"--ratio {args.ratio} of {len(ds)} rows is less than one row")
+
+
 def build_cdas(args: argparse.Namespace, ds: Any) -> Any:
     from curate.cdas import CDAS, CDASConfig
     from curate.ifd import IFDConfig
 
+    check_budget(args, ds)
     config = CDASConfig(
         ratio=args.ratio or CDASConfig.ratio, num_clusters=args.num_clusters, embedding_model=args.embedding_model,
         seed=args.seed, prompt_column=args.prompt_column, response_column=args.response_column,
@@ -119,8 +131,7 @@ def build_learnalign(args: argparse.Namespace, ds: Any) -> Any:
 
     if args.warmup_recipe and not args.no_warmup:
         read_yaml(args.warmup_recipe, "--warmup-recipe")  # a missing or broken recipe, before any work
-    if args.n is not None and args.n > len(ds):
-        raise BadInputError(f"--n must be in [1, {len(ds)}] (the pool size), got {args.n}")
+    check_budget(args, ds)
     targets = tuple(t.strip() for t in args.target_modules.split(",") if t.strip())
     check_lora_targets(args.model, targets)
     config = LearnAlignConfig(
