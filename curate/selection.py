@@ -136,3 +136,26 @@ def dataset_card(scored: datasets.Dataset, selected: datasets.Dataset, *, source
             f"`{selector}` selector (method `{method}`). `row_index` is each row's place in the source; the score "
             "columns are the selector's. The YAML header holds the settings and score statistics.\n")
     return str(DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}"))
+
+
+def check_hub_repo(repo: str, flag: str = "--push-to-hub") -> None:
+    """Before any work: a ``namespace/name`` repository id, and a hub that can be reached."""
+    from huggingface_hub import constants
+
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise BadInputError(f"{flag} {repo}: expected a dataset repository id, namespace/name")
+    if constants.HF_HUB_OFFLINE:
+        raise BadInputError(f"{flag} {repo}: the hub cannot be reached in offline mode (HF_HUB_OFFLINE is set)")
+
+
+def push_selection(selected: datasets.Dataset, card: str, repo: str) -> None:
+    """The selection as the repository's data, then its card: the YAML metadata ``datasets`` wrote
+    (configs, dataset_info) kept, curatekit's added, the text replaced by the card's."""
+    from huggingface_hub import DatasetCard
+
+    selected.push_to_hub(repo, commit_message="curatekit: selection")
+    ours = DatasetCard(card)
+    hub = DatasetCard.load(repo, repo_type="dataset")
+    merged = {**hub.data.to_dict(), **ours.data.to_dict()}
+    DatasetCard(f"---\n{type(ours.data)(**merged).to_yaml()}\n---\n\n{ours.text.lstrip()}").push_to_hub(
+        repo, repo_type="dataset", commit_message="curatekit: dataset card")

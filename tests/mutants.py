@@ -237,6 +237,9 @@ MUTANTS: list[Mutant] = [
     Mutant("card-counts-the-pool-as-selected", "curate/selection.py",
            '"rows": len(scored), "selected": len(selected)', '"rows": len(scored), "selected": len(scored)',
            ("tests/test_cdas.py::test_cli_writes_selection_scored_file_report_and_plot",)),
+    Mutant("push-sends-the-scored-pool", "curate/commands/select.py",
+           'push_selection(selected, paths["card"]', 'push_selection(scored, paths["card"]',
+           ("tests/test_cdas.py::test_push_to_hub_sends_the_selection_and_its_card",)),
     Mutant("pipeline-marker-before-the-work", "curate/pipeline/stages.py",
            "        self.run(self.path)\n        kill_point(self.kind, 1)",
            '        atomic_write_json(self.path / MARKER, {"key": self.key, "stage": self.name})\n'

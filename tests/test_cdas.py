@@ -298,3 +298,38 @@ def test_the_registry_builds_every_selector_by_name():
         get_selector("cdsa", model="m")
     with pytest.raises(BadInputError, match="unknown method 'gradient'"):
         get_selector("cdas", model="m", method="gradient")
+
+
+# --push-to-hub without the network: offline or a malformed repository id is one line before any
+# work; online (the hub calls replaced by recorders) the selected rows go up, then the card, which
+# keeps the metadata `datasets` wrote and adds curatekit's. Kills a push of the scored pool, and a
+# card that drops the hub's dataset_info or its own provenance.
+def test_push_to_hub_sends_the_selection_and_its_card(tiny_model_dir, gsm8k_dir, tmp_path, capsys, monkeypatch):
+    import datasets as hf_datasets
+    from huggingface_hub import DatasetCard, constants
+
+    args = ["select", "cdas", "--dataset", str(gsm8k_dir / "train.jsonl"), "--limit", "40", "--model",
+            str(tiny_model_dir), "--num-clusters", "2", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
+    assert constants.HF_HUB_OFFLINE  # the suite runs offline
+    assert curate_main_(args, tmp_path / "a", "--push-to-hub", "me/sel") == 2
+    assert "offline mode" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    assert curate_main_(args, tmp_path / "b", "--push-to-hub", "noslash") == 2
+    assert "expected a dataset repository id" in capsys.readouterr().err
+
+    sent = {}
+    monkeypatch.setattr(hf_datasets.Dataset, "push_to_hub",
+                        lambda self, repo, **kw: sent.update(repo=repo, rows=self["row_index"]))
+    monkeypatch.setattr(DatasetCard, "load", classmethod(
+        lambda cls, repo, **kw: cls("---\ndataset_info:\n  splits:\n  - name: train\n---\n\nauto card\n")))
+    monkeypatch.setattr(DatasetCard, "push_to_hub", lambda self, repo, **kw: sent.update(card_repo=repo, card=str(self)))
+    assert curate_main_(args, tmp_path / "c", "--push-to-hub", "me/sel") == 0
+    selected = [json.loads(line)["row_index"] for line in (tmp_path / "c" / "selected.jsonl").read_text().splitlines()]
+    assert sent["repo"] == sent["card_repo"] == "me/sel" and sent["rows"] == selected and len(selected) < 40
+    card = DatasetCard(sent["card"])
+    assert card.data.to_dict()["dataset_info"]["splits"][0]["name"] == "train"  # the hub's metadata kept
+    assert card.data.to_dict()["curatekit"]["selected"] == len(selected) and "auto card" not in card.text
+
+
+def curate_main_(args: list[str], out, *extra: str) -> int:
+    return main([*args, "--out", str(out), *extra])

@@ -149,6 +149,7 @@ def test_kills_in_every_stage_then_reruns_give_the_uninterrupted_run(finished, t
     (lambda s: s["arms"].append({"name": "full"}), "names must differ"),
     (lambda s: s["arms"][2].update(n=3), "a full-pool arm (no selector) takes no method, n"),
     (lambda s: s["eval"].update(limit="ten"), "eval.limit: expected an integer, got 'ten'"),
+    (lambda s: s["arms"][0].update(push_to_hub="me/sel"), "push_to_hub me/sel: the hub cannot be reached in offline"),
 ])
 def test_a_bad_pipeline_is_one_line_before_any_work(tiny_model_dir, gsm8k_dir, tmp_path, capsys, monkeypatch,
                                                     change, message):

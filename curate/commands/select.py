@@ -22,7 +22,7 @@ DESCRIPTIONS = {
 # Options that do not change what a run computes (left out of run.json, so a rerun with other
 # values resumes).
 NOT_CONFIG = ("func", "debug", "overwrite", "device", "cache_dir", "positive", "out_kind", "selector", "out",
-              "command", "method_name")
+              "command", "method_name", "push_to_hub")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -56,6 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on a GPU that has it), bf16, fp32")
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
         sub.add_argument("--cache-dir", help="score caches (default: $CURATEKIT_CACHE or ~/.cache/curatekit)")
+        sub.add_argument("--push-to-hub", metavar="REPO", help="also push the selection and its dataset card to "
+                         "this hub dataset repository (namespace/name; needs the network and a token)")
         sub.add_argument("--overwrite", action="store_true",
                          help="write into a non-empty --out that holds another configuration's run")
         sub.set_defaults(func=run_select, selector=name, positive=("limit", "n") + CLI[name].positive)
@@ -161,6 +163,10 @@ def run_select(args: argparse.Namespace) -> int:
     from curate.core.runs import claim_output, run_log
     from curate.llm.data import load_data
 
+    if args.push_to_hub:
+        from curate.selection import check_hub_repo
+
+        check_hub_repo(args.push_to_hub)
     config = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_CONFIG}
     out = claim_output(args.out, f"select {args.selector}", config, overwrite=args.overwrite)
     ds = load_data(args.dataset, split=args.split, config=args.config, limit=args.limit)
@@ -205,6 +211,11 @@ def write_outputs(args: argparse.Namespace, out: Path, scored: Any, selected: An
     print(selector.summary(report))
     for name, path in paths.items():
         print(f"{name + ':':<10}{path}")
+    if args.push_to_hub:
+        from curate.selection import push_selection
+
+        push_selection(selected, paths["card"].read_text(encoding="utf-8"), args.push_to_hub)
+        print(f"{'pushed:':<10}https://huggingface.co/datasets/{args.push_to_hub}")
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,7 @@ class ArmSpec:
     ratio: float | None = None
     config: dict[str, Any] = field(default_factory=dict)
     warmup: WarmupSpec | None = None
+    push_to_hub: str | None = None  # a hub dataset repository the selection and its card go to
 
     def __post_init__(self) -> None:
         from curate.registry import RULES, SELECTORS
@@ -172,3 +173,8 @@ def check_references(spec: PipelineSpec, where: str) -> None:
         if recipe is not None and not Path(recipe).is_file():
             raise BadInputError(f"{where}: {name}: no such file: {recipe}")
     check_model_path(spec.model, f"{where}: model")
+    for arm in spec.arms:
+        if arm.push_to_hub:
+            from curate.selection import check_hub_repo
+
+            check_hub_repo(arm.push_to_hub, f"{where}: arm '{arm.name}': push_to_hub")

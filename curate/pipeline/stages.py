@@ -99,10 +99,14 @@ def select_stage(spec: PipelineSpec, arm: ArmSpec, out: Path, start: str, scored
         selected = selector.select(rows, n=arm.n, ratio=arm.ratio)
         save_dataset(selected, path / "selected.jsonl")
         save_dataset(mark_selected(rows, selected), path / "scored.jsonl")
-        atomic_write_text(path / "README.md", dataset_card(
+        card = atomic_write_text(path / "README.md", dataset_card(
             rows, selected, source=spec.dataset.source, selector=arm.selector, method=selector.method,
             budget={"n": arm.n, "ratio": arm.ratio}, config=arm.config,
             scoring_model=str(scored.path / "warmup") if arm.warmup else spec.model))
+        if arm.push_to_hub:  # when the selection is made (a cached stage does not push again)
+            from curate.selection import push_selection
+
+            push_selection(selected, card.read_text(encoding="utf-8"), arm.push_to_hub)
 
     budget = "the full pool" if scored is None else f"{arm.n or arm.ratio} by {arm.method or arm.selector}"
     return Stage("select", f"select {arm.name}", out / "selections" / arm.name, key, budget, run)
