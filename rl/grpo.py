@@ -189,7 +189,10 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
     if trainer.accelerator.is_main_process:
         from curate.core.io import atomic_write_json
 
+        from curate.llm.data import write_provenance
+
         tokenizer.save_pretrained(training_args.output_dir)
+        write_provenance(training_args.output_dir, script_args.dataset)  # the selection it came from
         # The per-step logs (reward, frac_reward_zero_std, loss, ...) beside the model.
         atomic_write_json(Path(training_args.output_dir) / "training_log.json", trainer.state.log_history)
     return trainer

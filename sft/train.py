@@ -106,6 +106,10 @@ def train(script_args: SFTScriptArguments, training_args, model_args):
                          data_collator=collator, peft_config=get_peft_config(model_args))
     trainer.train()
     trainer.save_model(training_args.output_dir)
+    if trainer.accelerator.is_main_process:
+        from curate.llm.data import write_provenance
+
+        write_provenance(training_args.output_dir, script_args.dataset)  # the selection it came from
     return trainer
 
 

@@ -240,6 +240,9 @@ MUTANTS: list[Mutant] = [
     Mutant("push-sends-the-scored-pool", "curate/commands/select.py",
            'push_selection(selected, paths["card"]', 'push_selection(scored, paths["card"]',
            ("tests/test_cdas.py::test_push_to_hub_sends_the_selection_and_its_card",)),
+    Mutant("trained-model-forgets-its-selection", "curate/llm/data.py",
+           "    if record is not None:\n        atomic_write_json", "    if False:\n        atomic_write_json",
+           ("tests/test_sft_train.py::test_sft_on_the_selection_through_accelerate_launch",)),
     Mutant("pipeline-marker-before-the-work", "curate/pipeline/stages.py",
            "        self.run(self.path)\n        kill_point(self.kind, 1)",
            '        atomic_write_json(self.path / MARKER, {"key": self.key, "stage": self.name})\n'

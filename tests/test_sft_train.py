@@ -58,6 +58,9 @@ def test_sft_on_the_selection_through_accelerate_launch(tiny_model_dir, selectio
     assert (out / "model.safetensors").exists() and (out / "tokenizer_config.json").exists()
     before = (Path(tiny_model_dir) / "model.safetensors").read_bytes()
     assert (out / "model.safetensors").read_bytes() != before  # the weights moved
+    # the model records the selection it was trained on (its dataset card's curatekit metadata)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["dataset"] == str(selection) and provenance["selection"]["selector"] == "cdas"
 
 
 def test_dynamic_pack_trains_like_padding(tiny_model_dir, selection, tmp_path):

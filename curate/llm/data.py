@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import datasets
@@ -240,3 +241,31 @@ def save_dataset(ds: datasets.Dataset, path: str | os.PathLike) -> Path:
     with atomic_dir(path) as tmp:
         ds.save_to_disk(str(tmp))
     return path
+
+
+def selection_provenance(source: str | os.PathLike | None) -> dict[str, Any] | None:
+    """Where a training set came from, when it is a selection (a ``curate select`` / ``curate run``
+    folder, or the ``selected.jsonl`` in one): the curatekit metadata of its dataset card."""
+    if not source:
+        return None
+    path = Path(source).expanduser()
+    folder = path if path.is_dir() else path.parent
+    card = folder / "README.md"
+    if not (folder / SELECTION_FILE).is_file() or not card.is_file():
+        return None
+    from huggingface_hub import DatasetCard
+
+    try:
+        meta = DatasetCard.load(card).data.to_dict().get("curatekit")
+    except Exception:  # noqa: BLE001 - a hand-edited card is no reason to stop a finished training
+        return None
+    return {"dataset": str(source), "selection": meta}
+
+
+def write_provenance(output_dir: str | os.PathLike, source: str | os.PathLike | None) -> None:
+    """``provenance.json`` in a trained model's folder when it was trained on a selection."""
+    from curate.core.io import atomic_write_json
+
+    record = selection_provenance(source)
+    if record is not None:
+        atomic_write_json(Path(output_dir) / "provenance.json", record)
