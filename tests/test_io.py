@@ -117,6 +117,18 @@ def test_read_only_file_system_is_named(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("record", ["[]", "not json", '{"command": "select cdas"}'])
+def test_a_malformed_run_record_is_one_line_not_a_traceback(tmp_path, record):
+    # Adversarial run.json files (a list, garbage, a record without a config) must refuse the
+    # folder with the one-line message, never crash while describing the difference.
+    from curate.core.runs import claim_output
+
+    (tmp_path / "run.json").write_text(record)
+    with pytest.raises(BadInputError, match="--out .*(holds no curatekit run|another configuration)"):
+        claim_output(tmp_path, "select cdas", {"seed": 0})
+    assert claim_output(tmp_path, "select cdas", {"seed": 0}, overwrite=True) == tmp_path
+
+
 def test_check_output_kinds(tmp_path):
     (tmp_path / "dir").mkdir()
     with pytest.raises(BadInputError, match="is a folder; give a file name"):

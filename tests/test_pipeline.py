@@ -95,6 +95,13 @@ def test_a_rerun_does_nothing_and_an_edited_eval_reruns_only_eval_and_compare(fi
     assert "12 stages, 5 to run" in plan and "[cached] train learnalign seed 0" in plan
     assert "[   run] eval start" in plan and "[   run] compare" in plan
     assert ran == []  # a dry run runs nothing
+    # a hand-broken marker (a list, not a record) means "not done", not a traceback
+    marker = out / "report" / "stage.json"
+    saved = marker.read_text()
+    marker.write_text("[]")
+    assert curate_main(["run", str(path), "--out", str(out), "--dry-run"]) == 0
+    assert "[   run] compare" in capsys.readouterr().out
+    marker.write_text(saved)
 
 
 def test_calibration_warns_only_when_the_comparison_cannot_show_an_effect(tmp_path):

@@ -40,10 +40,12 @@ def claim_output(out: str | Path, command: str, config: Mapping[str, Any], overw
 
 
 def _read(path: Path) -> dict[str, Any] | None:
+    """The run record, or None when it is missing, unreadable or not a record (a hand-edited file)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return record if isinstance(record, dict) else None
 
 
 def _difference(previous: Mapping[str, Any], record: Mapping[str, Any]) -> str:

@@ -33,7 +33,7 @@ class Stage:
     def done(self) -> bool:
         try:
             return json.loads((self.path / MARKER).read_text())["key"] == self.key
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):  # missing, unreadable or not a marker
             return False
 
     def execute(self) -> None:
