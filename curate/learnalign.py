@@ -352,6 +352,7 @@ class WarmupConfig:
     samples: int = 300
     steps: int | None = None  # default: one epoch
     recipe: str | None = None  # an rl.grpo YAML (default: small LoRA settings)
+    fields: dict[str, Any] = field(default_factory=dict)  # more rl.grpo fields (e.g. beta: the arms' β)
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -423,4 +424,12 @@ class LearnAlign:
                           samples=samples, steps=self.warmup.steps,
                           num_generations=self.config.num_rollouts,
                           max_completion_length=self.config.max_new_tokens or 256, seed=self.config.seed,
-                          recipe=self.warmup.recipe, use_cpu=True if self.device == "cpu" else None))
+                          recipe=self.warmup.recipe, use_cpu=True if self.device == "cpu" else None,
+                          **self._warmup_fields()))
+
+    def _warmup_fields(self) -> dict[str, Any]:
+        """The scoring's prompt format and verifier (so θ_s learns what p measures), then the warmup's own fields."""
+        fields = {} if self.warmup.recipe else {"answer_mode": self.config.answer_mode}
+        if self.config.chat is not None and not self.warmup.recipe:
+            fields["chat"] = self.config.chat
+        return {**fields, **self.warmup.fields}

@@ -51,7 +51,10 @@ class TaskReward:
         self.__name__ = f"{task}_correct"  # TRL logs rewards by function name
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float]:
-        rows = _rows(columns, len(completions))
+        # rl.grpo hands TRL the rendered prompt as `prompt` and keeps a code task's own in `code_prompt`
+        # (TRL passes the prompt column separately): the verifier reads the task's row as it was.
+        rows = [{**row, "prompt": row["code_prompt"]} if "code_prompt" in row else row
+                for row in _rows(columns, len(completions))]
         texts = [[completion_text(c)] for c in completions]
         return [float(judged[0].correct) for judged in self.task.verify(rows, texts, self.options)]
 

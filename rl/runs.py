@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,7 +74,7 @@ def warmup(model: str, pool: datasets.Dataset, out_dir: str | os.PathLike, *, ta
     inputs reuses it, so an interrupted ``curate select learnalign`` resumes with the same θ_s and
     its caches (a retrained θ_s has new file times, which key the caches)."""
     from curate.core.cache import digest, kill_point, model_fingerprint
-    from curate.core.io import atomic_dir, atomic_write_json
+    from curate.core.io import atomic_write_json, is_main_rank, main_rank_dir
 
     if samples < 1 or samples > len(pool):
         raise BadInputError(f"warmup samples must be in [1, {len(pool)}] (the pool size), got {samples}")
@@ -90,12 +89,11 @@ def warmup(model: str, pool: datasets.Dataset, out_dir: str | os.PathLike, *, ta
     marker = out_dir / "warmup.json"
     if marker.exists() and json.loads(marker.read_text()).get("key") == key:
         return out_dir
-    main = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch, the first rank saves
-    with atomic_dir(out_dir) if main else tempfile.TemporaryDirectory() as tmp:
+    with main_rank_dir(out_dir) as tmp:  # under accelerate launch, the first rank saves
         shown = {} if recipe or "disable_tqdm" in fields else {"disable_tqdm": False}  # a progress bar, not in the key
         run_grpo(grpo_configs(recipe, output_dir=tmp, **fields, **shown), pool)
         kill_point("warmup", 1)  # test hook: trained, not yet in place
-        if main:
+        if is_main_rank():
             atomic_write_json(Path(tmp) / "warmup.json", {"key": key})
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import PartialState

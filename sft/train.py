@@ -58,8 +58,10 @@ def to_prompt_completion(ds: datasets.Dataset, args: SFTScriptArguments, tokeniz
     from curate.llm.chat import render_pair, uses_chat
     from curate.llm.data import PROMPT_CANDIDATES, RESPONSE_CANDIDATES, resolve_column
 
-    if "messages" in ds.column_names or {"prompt", "completion"} <= set(ds.column_names):
+    if "messages" in ds.column_names:
         return ds
+    if {"prompt", "completion"} <= set(ds.column_names):  # as TRL reads it: the completion continues the prompt
+        return ds.select_columns(["prompt", "completion"])
     prompt_col = resolve_column(ds, args.prompt_column, PROMPT_CANDIDATES, "prompt")
     response_col = resolve_column(ds, args.response_column, RESPONSE_CANDIDATES, "response")
     chat = uses_chat(tokenizer, args.chat)

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from curate.demo import PRESETS, UnlearnablePool, learnability_gate, pool_spread
+from curate.pipeline.report import UnlearnablePool, check_gate, pool_spread
 from eval.metrics import paired_comparison
 from eval.tasks import TaskOptions
 from eval.tasks.arith import ArithConfig, check_lines, expected_lines, make_problem, verify
@@ -43,17 +43,19 @@ def test_strict_verifier_rejects_a_right_answer_reached_through_a_wrong_line():
 
 
 def test_the_gate_stops_an_unlearnable_pool_and_passes_a_learnable_one():
-    preset = PRESETS["default"]
+    from curate import demo
+
+    gate = demo.load("default").gate  # the demo's gate, as its pipeline file sets it
     unlearnable = [0.0] * 152 + [0.125] * 30 + [1.0] * 10  # the measured pool of issue 14
     with pytest.raises(UnlearnablePool, match=r"p=0 79% \(limit <= 30%\).*0<p<1 16% \(limit >= 50%\).*histogram"):
-        learnability_gate(pool_spread(unlearnable), preset)
+        check_gate(unlearnable, gate, "demo")
     learnable = [0.0] * 40 + [0.25, 0.5, 0.75] * 40 + [1.0] * 30
-    spread = pool_spread(learnable)
-    learnability_gate(spread, preset)  # passes
+    spread = check_gate(learnable, gate, "demo")  # passes
+    assert spread == pool_spread(learnable)
     assert spread["histogram"]["counts"][0] == 40 and spread["histogram"]["counts"][-1] == 30
     assert sum(spread["histogram"]["counts"]) == len(learnable)
     with pytest.raises(UnlearnablePool, match=r"p=1 40%"):
-        learnability_gate(pool_spread([1.0] * 40 + [0.5] * 60), preset)
+        check_gate([1.0] * 40 + [0.5] * 60, gate, "demo")
 
 
 def test_paired_comparison_matches_mcnemar_by_hand():
@@ -116,40 +118,28 @@ def test_an_effect_needs_the_interval_and_every_seed():
         paired_comparison([[1, 0]], [[1, 0, 1]])
 
 
-def test_a_demo_folder_refuses_another_preset(tmp_path):
-    # Stages are reused by their files alone: a folder made with one preset must not feed another.
-    from curate.demo import _claim, preset_with
-
-    _claim(tmp_path, PRESETS["smoke"], 0)
-    _claim(tmp_path, PRESETS["smoke"], 0)  # the same preset and seed resume
-    from curate.core.errors import BadInputError
-
-    with pytest.raises(BadInputError, match="holds a demo made with another preset or seed"):
-        _claim(tmp_path, preset_with("smoke", sft_steps=31), 0)
-    with pytest.raises(BadInputError, match="another preset or seed"):
-        _claim(tmp_path, PRESETS["smoke"], 1)
-
-
 def test_sft_demonstrations_slip_only_where_the_preset_says(tmp_path):
     # The demo's systematic SFT error: for the chosen items about half of the answers end one too
     # high, the worked lines untouched; other items, and the pool and test splits, stay clean.
     # Kills a slip applied to every item, to the pool/test splits, or to the worked lines.
-    from curate.demo import make_data, preset_with
+    from curate import demo
     from curate.llm.data import load_data
+    from curate.pipeline.generators import write_splits
     from eval.tasks import get_task
     from eval.tasks.arith import question_item
 
-    preset = preset_with("smoke", sft_problems=2000)
-    paths = make_data(preset, tmp_path)
+    data = demo.load("smoke").data  # the demo's data section, 2000 SFT problems
+    preset = data.config
+    paths = write_splits("arith", preset, {**data.splits, "sft": 2000}, data.seed, tmp_path)
     slipped_by_item: dict[bool, list[bool]] = {True: [], False: []}
     for row in load_data(str(paths["sft"])):
         body, _, final = row["answer"].rpartition("#### ")
         last = int(body.strip().splitlines()[-1].split("=")[-1])
         assert [line for line in body.strip().splitlines()] == expected_lines(row["question"])
         assert int(final) == last + int(row["slipped"])
-        slipped_by_item[question_item(row["question"]) in preset.sft_noise_items].append(row["slipped"])
+        slipped_by_item[question_item(row["question"]) in preset.slip_items].append(row["slipped"])
     assert not any(slipped_by_item[False])
-    assert abs(np.mean(slipped_by_item[True]) - preset.sft_noise_rate) < 0.07 and len(slipped_by_item[True]) > 300
+    assert abs(np.mean(slipped_by_item[True]) - preset.slip_rate) < 0.07 and len(slipped_by_item[True]) > 300
     for split in ("pool", "test"):
         rows = get_task("arith").rows_from(load_data(str(paths[split])))
         judged = verify(list(rows), [[r["answer"]] for r in rows], TaskOptions(answer_mode="lines"))

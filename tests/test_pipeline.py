@@ -6,6 +6,7 @@ one line naming what is wrong, before any work."""
 from __future__ import annotations
 
 import copy
+import os
 import json
 from pathlib import Path
 
@@ -66,14 +67,14 @@ def test_a_pipeline_runs_end_to_end_into_a_paired_comparison(finished):
     # one scoring for the two arms that share the selector configuration; the budgets hold
     assert len(list((out / "scores").iterdir())) == 1
     for arm, rows in (("learnalign", 4), ("random", 4), ("full", 12)):
-        assert len((out / "selections" / arm / "selected.jsonl").read_text().splitlines()) == rows
+        assert len((out / "selections" / f"{arm}-seed0" / "selected.jsonl").read_text().splitlines()) == rows
     # provenance: every selection carries a dataset card, every trained model names its selection
     from huggingface_hub import DatasetCard
 
-    card = DatasetCard.load(out / "selections" / "random" / "README.md").data.to_dict()["curatekit"]
+    card = DatasetCard.load(out / "selections" / "random-seed0" / "README.md").data.to_dict()["curatekit"]
     assert (card["selector"], card["method"], card["selected"], card["budget"]["n"]) == ("learnalign", "random", 4, 4)
     provenance = json.loads((out / "train" / "learnalign-seed0" / "model" / "provenance.json").read_text())
-    assert provenance["selection"] == str(out / "selections" / "learnalign") and provenance["rows"] == 4
+    assert provenance["selection"] == str(out / "selections" / "learnalign-seed0") and provenance["rows"] == 4
     log = (out / "run.log").read_text()
     assert "[1/12] score" in log and "[12/12] compare" in log
 
@@ -84,7 +85,7 @@ def test_a_rerun_does_nothing_and_an_edited_eval_reruns_only_eval_and_compare(fi
 
     spec, path, out = finished
     ran = []
-    monkeypatch.setattr(stages.Stage, "execute", lambda self: ran.append(self.kind))
+    monkeypatch.setattr(stages.Stage, "execute", lambda self, launch=None: ran.append(self.kind))
     assert curate_main(["run", str(path), "--out", str(out)]) == 0 and ran == []
     edited = copy.deepcopy(spec)
     edited["eval"]["limit"] = 5
@@ -115,9 +116,13 @@ def test_calibration_warns_only_when_the_comparison_cannot_show_an_effect(tmp_pa
     scored = tmp_path / "scores" / "learnalign-x"
     scored.mkdir(parents=True)
     (scored / "scored.jsonl").write_text('{"success_rate": 0.0}\n{"success_rate": 1.0}\n')
-    assert len(calibration({"start": [[0.0, 1.0]]}, tmp_path / "scores")) == 1
+    assert len(calibration({"start": [[0.0, 1.0]]}, [scored])) == 1
     (scored / "scored.jsonl").write_text('{"success_rate": 0.0}\n{"success_rate": 0.5}\n')
-    assert calibration({"start": [[0.0, 1.0]]}, tmp_path / "scores") == []
+    assert calibration({"start": [[0.0, 1.0]]}, [scored]) == []
+    stale = tmp_path / "scores" / "learnalign-old"  # an edited file's earlier scoring: not this run's
+    stale.mkdir()
+    (stale / "scored.jsonl").write_text('{"success_rate": 0.0}\n')
+    assert calibration({"start": [[0.0, 1.0]]}, [scored]) == []
 
 
 # Kills a stage marked done before its work is (a rerun then skips it and reads nothing), and keys
@@ -135,7 +140,7 @@ def test_kills_in_every_stage_then_reruns_give_the_uninterrupted_run(finished, t
     assert json.loads((killed / "report" / "report.json").read_text()) == \
         json.loads((whole / "report" / "report.json").read_text())
     for name in ("learnalign", "random"):
-        got, want = (read(out / "selections" / name / "scored.jsonl") for out in (killed, whole))
+        got, want = (read(out / "selections" / f"{name}-seed0" / "scored.jsonl") for out in (killed, whole))
         assert [r["success_rate"] for r in got] == [r["success_rate"] for r in want]
         assert [r["row_index"] for r in got if r["selected"]] == [r["row_index"] for r in want if r["selected"]]
     evals = sorted(p.name for p in (whole / "eval").iterdir())
@@ -157,6 +162,29 @@ def test_kills_in_every_stage_then_reruns_give_the_uninterrupted_run(finished, t
     (lambda s: s["arms"][2].update(n=3), "a full-pool arm (no selector) takes no method, n"),
     (lambda s: s["eval"].update(limit="ten"), "eval.limit: expected an integer, got 'ten'"),
     (lambda s: s["arms"][0].update(push_to_hub="me/sel"), "push_to_hub me/sel: the hub cannot be reached in offline"),
+    (lambda s: s["dataset"].update(source="data:pool"), "dataset.source data:pool: no such split (the file has no data"),
+    (lambda s: s.update(data={"generator": "arith", "splits": {"pool": 8}}, eval={"task": "gsm8k", "data": "data:tset"}),
+     "eval.data data:tset: no such split (the data section makes pool)"),
+    (lambda s: s.update(data={"generator": "arithm", "splits": {"pool": 8}}), "unknown generator 'arithm'"),
+    (lambda s: s.update(data={"generator": "arith", "splits": {"pool": 8}, "config": {"slip_rate": 2}}),
+     "data.config: slip_rate must be in [0, 1], got 2"),
+    (lambda s: s.update(data={"generator": "pyfunc", "splits": {"pool": 8}, "config": {"levels": [4]}}),
+     "levels: unknown level 4"),
+    (lambda s: s.update(start={"data": "x.jsonl", "tiny": {"hidden_size": 64}}), "start.tiny builds the start model"),
+    (lambda s: s.update(start={"data": "x.jsonl", "tiny": {"hidden_sise": 64}}), "unknown field 'start.tiny.hidden_sise'"),
+    (lambda s: s.update(accelerate="ddp.yaml"), "accelerate: no such file: ddp.yaml"),
+    (lambda s: s.update(workers=0), "workers must be at least 1, got 0"),
+    (lambda s: s.update(workers=2, accelerate="recipes/accelerate/multi_gpu.yaml"), "give workers or accelerate"),
+    (lambda s: s.update(gate={"min_learnable": 50}), "gate: min_learnable is a share of the pool, in [0, 1]; got 50"),
+    (lambda s: s.update(gate={}, arms=[{"name": "full"}]), "gate: the learnability gate reads LearnAlign's"),
+    (lambda s: s["train"]["fields"].update(seed=3), "train: fields.seed: every arm's run sets it"),
+    (lambda s: s["arms"][0].update(warmup={"fields": {"max_steps": 3}}), "fields.max_steps: the warmup sets it"),
+    (lambda s: s.update(data={"generator": "arith", "splits": {"pool": 8},
+                              "config": {"slip_items": ["coins"], "slip_rate": 0.5}}),
+     "data.config: slip_split 'sft' is not a split: pool"),
+    (lambda s: s.update(eval=[{"task": "gsm8k"}, {"task": "gsm8k"}]), "give every evaluation its own name"),
+    (lambda s: s.update(eval=[{"name": "a", "task": "gsm8k"}, {"name": "b", "task": "gsm9k"}]),
+     "eval.b.task: unknown task 'gsm9k'"),
 ])
 def test_a_bad_pipeline_is_one_line_before_any_work(tiny_model_dir, gsm8k_dir, tmp_path, capsys, monkeypatch,
                                                     change, message):
@@ -165,7 +193,7 @@ def test_a_bad_pipeline_is_one_line_before_any_work(tiny_model_dir, gsm8k_dir, t
     spec = pipeline(tiny_model_dir, gsm8k_dir)
     change(spec)
     path = write(tmp_path / "bad.yaml", spec)
-    monkeypatch.setattr(stages.Stage, "execute", lambda self: pytest.fail("a stage ran"))
+    monkeypatch.setattr(stages.Stage, "execute", lambda self, launch=None: pytest.fail("a stage ran"))
     assert curate_main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err and str(path) in err, err
@@ -178,10 +206,189 @@ def test_the_shipped_pipelines_validate_with_a_dry_run(tiny_model_dir, tmp_path,
     shipped = sorted((Path(__file__).parents[1] / "recipes" / "pipelines").glob("*.yaml"))
     assert shipped
     for path in shipped:
-        spec = load_pipeline(path) if "tiny" not in path.name else None
-        if spec is None:  # the CPU pipeline names runs/tiny: point it at the test's tiny model
-            raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text())
+        if raw.get("model") == "runs/tiny":  # the CPU pipeline's model: point it at the test's tiny model
             raw["model"] = str(tiny_model_dir)
             path = write(tmp_path / path.name, raw)
+        else:
+            load_pipeline(path)
         assert curate_main(["run", str(path), "--out", str(tmp_path / path.stem), "--dry-run"]) == 0
         assert "stages, " in capsys.readouterr().out and not (tmp_path / path.stem).exists()
+
+
+def sft_pipeline(model: Path, gsm8k_dir: Path, **more) -> dict:
+    """A pipeline whose arms train by SFT (deterministic weight changes): random vs the full pool."""
+    return {
+        "name": "sft", "model": str(model), "device": "cpu", "seeds": [0, 1],
+        "dataset": {"source": str(gsm8k_dir / "train.jsonl"), "limit": 8},
+        "arms": [{"name": "random", "selector": "cdas", "method": "random", "n": 4, "config": {"num_clusters": 2}},
+                 {"name": "full"}],
+        "train": {"kind": "sft", "fields": {"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 128,
+                                            "dtype": "float32", "save_strategy": "no", "report_to": "none"}},
+        "eval": {"task": "gsm8k", "limit": 3, "max_new_tokens": 8},
+        **more,
+    }
+
+
+# Kills workers that share state or draw from where they run (another seed, the parent's RNG):
+# the chains run side by side in two processes must give the weights, completions and report of a
+# run in one process.
+@pytest.mark.slow
+def test_workers_give_the_results_of_one_process(tiny_model_dir, gsm8k_dir, tmp_path):
+    from safetensors.torch import load_file
+    import torch
+
+    runs = {}
+    threads = torch.get_num_threads()
+    for workers in (1, 2):
+        path = write(tmp_path / f"w{workers}.yaml", sft_pipeline(tiny_model_dir, gsm8k_dir, workers=workers))
+        out = tmp_path / f"out{workers}"
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # as each of two workers has: the same arithmetic
+        try:
+            assert curate_main(["run", str(path), "--out", str(out)]) == 0
+        finally:
+            torch.set_num_threads(threads)
+        runs[workers] = out
+    one, two = runs[1], runs[2]
+    assert json.loads((one / "report" / "report.json").read_text()) == json.loads((two / "report" / "report.json").read_text())
+    for model in ("random-seed0", "random-seed1", "full-seed1"):
+        got, want = (load_file(out / "train" / model / "model" / "model.safetensors") for out in (two, one))
+        for key in want:
+            torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-5, msg=f"{model}: {key}")
+    for name in ("start", "random-seed0", "full-seed1"):
+        read = lambda out: [json.loads(line)["completion"] for line in (out / "eval" / name / "samples.jsonl").read_text().splitlines()]  # noqa: E731
+        assert read(two) == read(one), name
+    # the random arm draws its rows per seed; the full arm is the pool for every seed
+    rows = lambda arm, seed: [json.loads(line)["row_index"] for line in  # noqa: E731
+                              (one / "selections" / f"{arm}-seed{seed}" / "selected.jsonl").read_text().splitlines()]
+    assert rows("random", 0) != rows("random", 1) and rows("full", 0) == rows("full", 1) == list(range(8))
+    assert "(worker)" in (two / "run.log").read_text()
+
+
+ACCELERATE_CPU = """compute_environment: LOCAL_MACHINE
+distributed_type: MULTI_GPU
+num_processes: 2
+num_machines: 1
+machine_rank: 0
+mixed_precision: 'no'
+dynamo_config: {}
+gpu_ids: all
+"""
+
+
+# Kills an `accelerate:` field that is read but not used (the stages run in one process: one rank's
+# cache), a launched stage whose every rank writes, or ranks that score another pool than one
+# process does: two gloo ranks on the CPU score chunks of three rows; the scores equal those of the
+# same pipeline in one process, and the launched training leaves a model with its provenance.
+@pytest.mark.slow
+def test_scoring_and_training_run_under_accelerate_launch_with_the_files_config(tiny_model_dir, gsm8k_dir,
+                                                                               tmp_path, monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    (tmp_path / "two.yaml").write_text(ACCELERATE_CPU)
+    spec = pipeline(tiny_model_dir, gsm8k_dir)
+    spec["arms"] = [{**spec["arms"][0], "config": {**spec["arms"][0]["config"], "chunk_size": 3}}, {"name": "full"}]
+    plain = write(tmp_path / "plain.yaml", spec)
+    launched = write(tmp_path / "launched.yaml", {**spec, "accelerate": str(tmp_path / "two.yaml")})
+    assert curate_main(["run", str(plain), "--out", str(tmp_path / "one")]) == 0
+    assert curate_main(["run", str(launched), "--out", str(tmp_path / "two")]) == 0
+    shards = {p.name.split("-")[-1] for p in (tmp_path / "two" / "cache").glob("rollouts-*")}
+    assert shards == {"rank0of2.jsonl", "rank1of2.jsonl"}
+    read = lambda out: [json.loads(line) for line in next((out / "scores").glob("*/scored.jsonl")).read_text().splitlines()]  # noqa: E731
+    got, want = read(tmp_path / "two"), read(tmp_path / "one")
+    assert [r["success_rate"] for r in got] == [r["success_rate"] for r in want]
+    import numpy as np
+
+    np.testing.assert_allclose([r["score"] for r in got], [r["score"] for r in want], rtol=0, atol=1e-6)
+    model = tmp_path / "two" / "train" / "learnalign-seed0" / "model"
+    assert (model / "model.safetensors").exists() or (model / "adapter_model.safetensors").exists()
+    assert json.loads((model / "provenance.json").read_text())["rows"] == 4
+    assert json.loads((tmp_path / "two" / "report" / "report.json").read_text())["eval"]["problems"] == 6
+
+
+def shrunk_code_pipeline(tmp_path: Path, **train) -> Path:
+    """The shipped offline CodeACT pipeline at test size (its data, start, arms and eval kept)."""
+    raw = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "pipelines" / "codeact_pyfunc_tiny.yaml").read_text())
+    raw.update(seeds=[0], workers=1)
+    raw["data"]["splits"] = {"sft": 200, "pool": 24, "test": 4}
+    raw["start"]["tiny"].update(num_layers=1, vocab_size=300)
+    raw["start"]["fields"].update(max_steps=3, per_device_train_batch_size=16)
+    for arm in raw["arms"]:
+        if "config" in arm:
+            arm["config"] = {**arm["config"], "num_clusters": 3}
+    raw["train"]["fields"].update(max_steps=1, per_device_train_batch_size=8)
+    raw["train"].update(train)
+    raw["eval"].update(num_samples=2, max_new_tokens=24)
+    return write(tmp_path / "code.yaml", raw)
+
+
+# The done-when line: CodeACT's loop (CDAS on code instructions, SFT with Dynamic Pack, pass@k in
+# the sandbox on held-out problems) offline, end to end; then the same file with GRPO and the
+# sandbox as the reward reuses data, start, scores and selections and trains again.
+@pytest.mark.slow
+def test_the_offline_code_pipeline_runs_end_to_end_with_sft_then_grpo(tmp_path):
+    path = shrunk_code_pipeline(tmp_path)
+    out = tmp_path / "out"
+    assert curate_main(["run", str(path), "--out", str(out)]) == 0
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["eval"]["task"] == "pyfunc" and report["eval"]["problems"] == 4
+    assert set(report["accuracy"]) == {"start", "cdas", "random", "full"}
+    counts = {arm: len((out / "selections" / f"{arm}-seed0" / "selected.jsonl").read_text().splitlines())
+              for arm in ("cdas", "random", "full")}
+    assert counts["full"] == 24 and 0 < counts["cdas"] == counts["random"] < 24  # the same budget
+    samples = [json.loads(line) for line in (out / "eval" / "cdas-seed0" / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 8 and all("passed" in s for s in samples)  # judged in the sandbox
+    card = (out / "selections" / "cdas-seed0" / "README.md").read_text()
+    assert "selector: cdas" in card
+    grpo = shrunk_code_pipeline(tmp_path, kind="grpo", task="pyfunc", fields={
+        "use_peft": True, "max_steps": 1, "num_generations": 2, "per_device_train_batch_size": 4,
+        "max_completion_length": 24, "dtype": "float32", "chat": False})
+    from curate.pipeline import stages
+
+    ran = []
+    execute = stages.Stage.execute
+    import unittest.mock
+
+    with unittest.mock.patch.object(stages.Stage, "execute", lambda self, launch=None: (ran.append(self.kind), execute(self, launch))):
+        assert curate_main(["run", str(grpo), "--out", str(out)]) == 0
+    assert set(ran) == {"train", "eval", "compare"}  # data, start, scores and selections reused
+    logs = json.loads((out / "train" / "cdas-seed0" / "model" / "training_log.json").read_text())
+    assert any("reward" in entry for entry in logs)  # GRPO ran with the sandbox's verdicts as rewards
+
+
+# Kills a gate that is read but never checked: the tiny untrained model solves no pool prompt, so a
+# gate asking for half of the pool learnable stops the run after scoring, before any training, in
+# one line with the histogram; without the gate the same folder trains.
+def test_the_learnability_gate_stops_the_run_before_any_training(finished, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    spec, _, out = finished
+    copy_out = tmp_path / "out"
+    shutil.copytree(out, copy_out)
+    shutil.rmtree(copy_out / "train")
+    gated = write(tmp_path / "gated.yaml", {**spec, "gate": {"min_learnable": 0.5}})
+    capsys.readouterr()
+    assert curate_main(["run", str(gated), "--out", str(copy_out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) - sum(line.startswith("[") or line.startswith("    [") for line in err) == 1
+    assert "learnability gate" in err[-1] and "0<p<1 0% (limit >= 50%)" in err[-1] and "histogram of p" in err[-1]
+    assert not (copy_out / "train").exists()  # nothing trained
+
+
+# Kills splits generated without excluding the earlier ones (a test problem also in the SFT data),
+# and, for pyfunc, a test split that holds functions of the training splits under new names.
+@pytest.mark.parametrize("generator, key", [("arith", "question"), ("pyfunc", "prompt")])
+def test_generated_splits_are_disjoint_and_seeded(generator, key):
+    from curate.pipeline.generators import config_class, make_splits
+
+    sizes = {"sft": 300, "pool": 60, "test": 60}
+    splits = make_splits(generator, config_class(generator)(), sizes, seed=0)
+    seen = [set(ds[key]) for ds in splits.values()]
+    assert [len(ds) for ds in splits.values()] == list(sizes.values())
+    assert not (seen[0] & seen[1]) and not (seen[0] & seen[2]) and not (seen[1] & seen[2])
+    if generator == "pyfunc":
+        trained = set(splits["sft"]["variant"]) | set(splits["pool"]["variant"])
+        assert not trained & set(splits["test"]["variant"]) and len(set(splits["test"]["template"])) >= 8
+    again = make_splits(generator, config_class(generator)(), sizes, seed=0)
+    assert all(list(a[key]) == list(b[key]) for a, b in zip(splits.values(), again.values()))
+    other = make_splits(generator, config_class(generator)(), sizes, seed=1)
+    assert list(other["test"][key]) != list(splits["test"][key])

@@ -127,19 +127,33 @@ def test_cdas_resumes_after_kills_in_ifd_and_scoring(tiny_model_dir, gsm8k_dir, 
     np.testing.assert_allclose([r["ifd"] for r in got], [r["ifd"] for r in want], rtol=0, atol=1e-6)
 
 
-def micro_preset():
-    """The demo at its smallest: a one-layer model, a few SFT and GRPO steps, six pool prompts in
-    chunks of three, one arm; seconds per stage on a CPU."""
-    from curate.demo import DemoPreset
-    from curate.llm.tiny import TinyModelConfig
+def micro_pipeline(path: Path) -> Path:
+    """The demo's pipeline at its smallest: generated data, a one-layer model built from scratch
+    and trained by SFT for a few steps, six pool prompts scored in chunks of three, LearnAlign's top
+    two and the full pool, one GRPO step each, greedy held-out accuracy; seconds per stage."""
+    import yaml
 
-    return DemoPreset("micro", model=TinyModelConfig(hidden_size=64, num_layers=1, num_heads=1, num_kv_heads=1,
-                                                     intermediate_size=128, vocab_size=300),
-                      sft_problems=100, sft_steps=2, sft_batch_size=16, pool_size=6, test_size=4, num_rollouts=4,
-                      max_new_tokens=8, projection_dim=128, score_chunk_size=3, ns=(2,), seeds=(0,),
-                      arms=("learnalign",), grpo_steps=1, grpo_prompts_per_step=2, warmup_steps=0, workers=1, grpo_freeze=None,
-                      grpo_warmup_steps=0,
-                      gate_max_p0=1.0, gate_max_p1=1.0, gate_min_learnable=0.0)  # resume, not learning
+    scoring = {"num_rollouts": 4, "max_new_tokens": 8, "backend": "hf", "chat": False, "chunk_size": 3,
+               "gradients": {"projection_dim": 128, "beta": 0.0}}
+    spec = {
+        "name": "micro", "device": "cpu", "seeds": [0],
+        "data": {"generator": "arith", "seed": 0, "splits": {"sft": 100, "pool": 6, "test": 4},
+                 "config": {"slip_items": ["coins"], "slip_rate": 0.5}},
+        "start": {"data": "data:sft",
+                  "tiny": {"hidden_size": 64, "num_layers": 1, "num_heads": 1, "num_kv_heads": 1,
+                           "intermediate_size": 128, "vocab_size": 300},
+                  "fields": {"chat": False, "max_length": 128, "dtype": "float32", "per_device_train_batch_size": 16,
+                             "max_steps": 2, "learning_rate": 2e-3, "save_strategy": "no", "report_to": "none",
+                             "seed": 0}},
+        "dataset": {"source": "data:pool"},
+        "arms": [{"name": "learnalign", "selector": "learnalign", "n": 2, "config": scoring}, {"name": "full"}],
+        "train": {"kind": "grpo", "task": "arith",
+                  "fields": {"chat": False, "use_peft": False, "max_steps": 1, "beta": 0.0, "num_generations": 4,
+                             "per_device_train_batch_size": 8, "max_completion_length": 8, "dtype": "float32"}},
+        "eval": {"task": "arith", "data": "data:test", "max_new_tokens": 8, "chat": False, "backend": "hf"},
+    }
+    path.write_text(yaml.safe_dump(spec))
+    return path
 
 
 def coin_arith() -> None:
@@ -153,40 +167,43 @@ def coin_arith() -> None:
     TASKS["arith"] = replace(TASKS["arith"], verify=coin_verify)
 
 
-def demo_run(out: Path) -> int:
-    from curate import demo
+def pipeline_run(path: Path, out: Path) -> int:
+    from curate.cli import main as curate_main
 
     coin_arith()
-    demo.run(micro_preset(), out)
-    return 0
+    return curate_main(["run", str(path), "--out", str(out)])
 
 
-# The demo's stages at the function level (demo.run with a micro preset; the smoke preset takes
-# minutes): killed after SFT (trained, not yet in place), in the scoring gradients, after the first
-# GRPO arm (trained, not yet in place) and in the first evaluation's generation.
-def test_demo_resumes_after_kills_in_sft_scoring_grpo_and_eval(tmp_path, monkeypatch):
+# The demo's machinery (a pipeline with data and start stages) killed after the data are written
+# (not yet marked), after SFT (trained, not yet marked), in the scoring gradients, after the first
+# GRPO arm (trained, not yet marked) and in the first evaluation's generation.
+def test_a_pipeline_with_data_and_start_resumes_after_kills_in_every_kind_of_stage(tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
     from eval.tasks import TASKS
 
-    run_with_kills(tmp_path / "log", ["sft:1", "gradients:1", "grpo:1", "generate (hf):1"], demo_run,
-                   tmp_path / "killed")
+    path = micro_pipeline(tmp_path / "micro.yaml")
+    run_with_kills(tmp_path / "log", ["data:1", "start:1", "gradients:1", "train:1", "generate (hf):1"],
+                   pipeline_run, path, tmp_path / "killed")
     monkeypatch.setitem(TASKS, "arith", TASKS["arith"])
     scramble_global_rngs()
-    demo_run(tmp_path / "whole")
-    got, want = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("killed", "whole"))
-    for key in ("start_accuracy", "pool_success_rate", "runs", "table"):
-        assert got[key] == want[key], key
-    for model in ("sft_model", "arms/learnalign-n2-seed0", "arms/full-n6-seed0"):
+    assert pipeline_run(path, tmp_path / "whole") == 0
+    got, want = (json.loads((tmp_path / name / "report" / "report.json").read_text()) for name in ("killed", "whole"))
+    assert got == want
+    for model in ("start/model", "train/learnalign-seed0/model", "train/full-seed0/model"):
         got, want = (load_file(tmp_path / name / model / "model.safetensors") for name in ("killed", "whole"))
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-6, msg=f"{model}: {key}")
     start, moved = (load_file(tmp_path / "whole" / model / "model.safetensors")
-                    for model in ("sft_model", "arms/full-n6-seed0"))
+                    for model in ("start/model", "train/full-seed0/model"))
     assert max((start[key] - moved[key]).abs().max().item() for key in start) > 1e-5  # GRPO did train
-    scored = {name: read_jsonl(tmp_path / name / "scores" / "scored.jsonl") for name in ("killed", "whole")}
+    scored = {name: read_jsonl(tmp_path / name / "selections" / "learnalign-seed0" / "scored.jsonl")
+              for name in ("killed", "whole")}
     for column in ("success_rate", "score", "gradient_score"):
         np.testing.assert_allclose([r[column] for r in scored["killed"]], [r[column] for r in scored["whole"]],
                                    rtol=0, atol=1e-6)
     assert np.ptp([r["score"] for r in scored["whole"]]) > 0
+    for split in ("sft", "pool", "test"):
+        assert (tmp_path / "killed" / "data" / f"{split}.jsonl").read_text() == \
+            (tmp_path / "whole" / "data" / f"{split}.jsonl").read_text()

@@ -59,6 +59,20 @@ def test_gsm8k_task_reward():
     assert reward.__name__ == "gsm8k_correct"
 
 
+def test_code_task_reward_reads_the_code_prompt_rl_grpo_keeps():
+    # rl.grpo gives TRL the rendered prompt as `prompt` and moves a code task's own to `code_prompt`:
+    # the verifier must judge prompt + completion with the task's header (kills a reward that fails
+    # with KeyError there, or one that judges the completion against the rendered chat prompt).
+    from eval.tasks.pyfunc import generate
+
+    rows = generate(2, seed=3)
+    reward = TaskReward("pyfunc")
+    columns = {name: list(rows[column]) for name, column in (("code_prompt", "prompt"), ("test", "test"),
+                                                            ("entry_point", "entry_point"))}
+    chat = ["<|im_start|>user\nwrite it<|im_end|>\n"] * 2
+    assert reward(chat, [rows[0]["response"], rows[0]["response"]], **columns) == [1.0, 0.0]
+
+
 @pytest.mark.parametrize("task_id, completion", [
     ("HumanEval/4", "    return 0.0\nasync def abs(x): pass\nabs = lambda x: 0\n"),  # a builtin the test uses
     ("HumanEval/32", "    return 0.0\npoly = lambda xs, x: 0.0\n"),  # the prompt's helper the test uses

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+KS_HELP = {"humaneval": "1,10,100; those with k <= --num-samples)", "pyfunc": "1,5,10; those with k <= --num-samples)"}
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     from curate.cli import common_options
     from eval.tasks import BUILTIN
@@ -27,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         task.add_argument("--max-new-tokens", type=int, help="(default: the task's, 256 / 512)")
         task.add_argument("--seed", type=int, default=0, help="(default: 0)")
         task.add_argument("--k", type=_ks, help="pass@k values to report, e.g. 1,10 (default: "
-                          + ("1,10,100; those with k <= --num-samples)" if name == "humaneval" else "1)"))
+                          + KS_HELP.get(name, "1)"))
         task.add_argument("--backend", default="auto", choices=["auto", "hf", "vllm"],
                           help="auto: vllm when installed and a GPU is present, else hf")
         task.add_argument("--batch-size", type=int, default=32, help="hf backend batch size (default: 32)")
@@ -62,6 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               + ("; lines: strict, and every equation line right" if name == "arith" else "")
                               + " (default: flexible)")
         else:
+            if name == "pyfunc":
+                task.add_argument("--data", help="HumanEval-format rows (prompt, entry_point, test), e.g. a "
+                                  "split a pipeline's data section wrote (default: the task's generated split)")
+                task.add_argument("--split", default="test", help="(default: test; the generated ones: train, test)")
             task.add_argument("--workers", type=int, help="sandbox processes at once (default: CPU count)")
             task.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: 10)")
         task.set_defaults(func=run_eval, default_out=default_out,

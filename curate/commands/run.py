@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="output folder (default: runs/pipelines/NAME)")
     parser.add_argument("--dry-run", action="store_true", help="print the stages, cached or to run, and stop")
     parser.add_argument("--only", choices=STAGE_KINDS,
-                        help="run this kind of stage again even where it is cached")
+                        help="run this kind of stage again even where it is cached, and every later kind "
+                        "(which reads it)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty --out that holds another run")
     parser.set_defaults(func=run_pipeline, default_out=default_out)
 

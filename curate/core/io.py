@@ -63,6 +63,23 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def is_main_rank() -> bool:
+    """Rank 0 under ``accelerate launch`` (or torchrun), and every single process."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+@contextmanager
+def main_rank_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """:func:`atomic_dir` on the first rank; a throw-away folder on the others (under ``accelerate
+    launch`` every rank trains, the first one saves)."""
+    if is_main_rank():
+        with atomic_dir(path) as tmp:
+            yield tmp
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
+
+
 def save_png(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Write a matplotlib figure as PNG atomically, then close it."""
     import matplotlib.pyplot as plt

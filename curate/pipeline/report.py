@@ -1,8 +1,9 @@
 """The comparison at the end of a pipeline: every arm against the start and against every other
 arm, paired over problems and seeds (:func:`eval.metrics.paired_comparison`: mean difference, 95%
 paired-bootstrap interval, exact McNemar or sign-flip p-value, and ``effect`` only when the
-interval excludes 0 and every seed agrees), written as ``report.json``, ``report.md`` and
-``accuracy.png``."""
+interval excludes 0 and every seed agrees), for every evaluation (the first one primary), written
+as ``report.json``, ``report.md``, ``accuracy.png`` and, for GRPO, ``train_reward.png``; also the
+pool's success-rate spread under LearnAlign's scoring policy and the learnability gate."""
 from __future__ import annotations
 
 import itertools
@@ -11,10 +12,11 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from curate.core.errors import BadInputError
 from curate.core.io import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:
-    from curate.pipeline.spec import PipelineSpec
+    from curate.pipeline.spec import EvalSpec, GateSpec, PipelineSpec
     from curate.pipeline.stages import Stage
 
 
@@ -27,32 +29,112 @@ def per_problem(eval_dir: Path) -> list[float]:
     return [statistics.fmean(v) for v in scores.values()]
 
 
-def tables(spec: PipelineSpec, evals: list[Stage]) -> dict[str, list[list[float]]]:
-    """``{"start": [scores], arm: [scores per seed, in spec.seeds order]}``."""
-    by_name = {stage.name.removeprefix("eval "): per_problem(stage.path) for stage in evals}
-    out = {"start": [by_name["start"]]}
+def tables(spec: PipelineSpec, evals: list[Stage], name: str) -> dict[str, list[list[float]]]:
+    """``{"start": [scores], arm: [scores per seed, in spec.seeds order]}`` of evaluation ``name``."""
+    by_model = {stage.meta["model"]: per_problem(stage.path) for stage in evals if stage.meta["eval"] == name}
+    out = {"start": [by_model["start"]]}
     for arm in spec.arms:
-        out[arm.name] = [by_name[f"{arm.name} seed {seed}"] for seed in spec.seeds]
+        out[arm.name] = [by_model[f"{arm.name} seed {seed}"] for seed in spec.seeds]
     return out
 
 
-def build_report(spec: PipelineSpec, evals: list[Stage], scores: Path | None = None) -> dict[str, Any]:
+def one_eval(spec: PipelineSpec, evals: list[Stage], e: EvalSpec) -> dict[str, Any]:
     from eval.metrics import paired_comparison
 
-    table = tables(spec, evals)
+    table = tables(spec, evals, e.name)
     arms = [arm.name for arm in spec.arms]
     pairs = [(arm, "start") for arm in arms] + list(itertools.combinations(arms, 2))
     accuracy = {name: [statistics.fmean(row) for row in rows] for name, rows in table.items()}
     return {
-        "warnings": calibration(table, scores),
-        "pipeline": spec.name, "model": spec.model, "dataset": spec.dataset.source, "seeds": list(spec.seeds),
-        "eval": {"task": spec.eval.task, "problems": len(table["start"][0]), "num_samples": spec.eval.num_samples},
+        "eval": {"name": e.name, "task": e.task, "problems": len(table["start"][0]), "num_samples": e.num_samples,
+                 "temperature": e.temperature},
         "accuracy": {name: {"mean": statistics.fmean(values), "per_seed": values} for name, values in accuracy.items()},
         "comparisons": [{"a": a, "b": b, **paired_comparison(table[a], table[b])} for a, b in pairs],
+        "table": table,
     }
 
 
-def calibration(table: dict[str, list[list[float]]], scores: Path | None = None) -> list[str]:
+def build_report(spec: PipelineSpec, evals: list[Stage], scores: list[Path] | None = None,
+                 trained: list[Stage] | None = None) -> dict[str, Any]:
+    results = {e.name: one_eval(spec, evals, e) for e in spec.eval}
+    primary = results[spec.primary.name]
+    pools = pool_spreads(scores)
+    return {
+        "warnings": calibration(primary.pop("table"), scores),
+        "pipeline": spec.name, "model": spec.model or "start (made by the file's start section)",
+        "dataset": spec.dataset.source, "seeds": list(spec.seeds),
+        **primary,
+        "evals": {name: {k: v for k, v in r.items() if k != "table"} for name, r in results.items()},
+        "pools": pools,
+        "training": training_logs(trained or []),
+    }
+
+
+def pool_spread(success_rates: list[float]) -> dict[str, Any]:
+    """The pool's success-rate summary: mean, counts at p = 0, p = 1 and in between, a histogram."""
+    p = [float(x) for x in success_rates]
+    edges = [i / 10 for i in range(11)]
+    histogram = [sum(lo <= x < hi or (hi == 1.0 and x == 1.0) for x in p) for lo, hi in zip(edges, edges[1:])]
+    return {"mean": statistics.fmean(p) if p else 0.0, "p_equals_0": sum(x == 0 for x in p),
+            "p_equals_1": sum(x == 1 for x in p), "learnable": sum(0 < x < 1 for x in p), "size": len(p),
+            "histogram": {"edges": edges, "counts": histogram}}
+
+
+def pool_spreads(scores: list[Path] | None) -> dict[str, dict[str, Any]]:
+    """The success-rate spread of every LearnAlign scoring among ``scores`` (the plan's score folders;
+    older ones in OUT/scores, from an edited file, are not this run's)."""
+    spreads = {}
+    for scored in [folder / "scored.jsonl" for folder in scores or [] if (folder / "scored.jsonl").is_file()]:
+        rates = [json.loads(line).get("success_rate") for line in scored.read_text(encoding="utf-8").splitlines()]
+        if rates and rates[0] is not None:
+            spreads[scored.parent.name] = pool_spread(rates)
+    return spreads
+
+
+class UnlearnablePool(BadInputError):
+    """The pool failed the learnability gate: the setting (task difficulty, start model) needs calibrating."""
+
+
+def check_gate(success_rates: list[float], gate: GateSpec, where: str) -> dict[str, Any]:
+    """Stop before any training when the pool cannot show an effect (too many prompts at p = 0 or
+    1, too few in between); the spread when it passes."""
+    spread = pool_spread(success_rates)
+    size = max(spread["size"], 1)
+    shares = {"p=0": spread["p_equals_0"] / size, "p=1": spread["p_equals_1"] / size, "0<p<1": spread["learnable"] / size}
+    failed = [f"{name} {shares[name]:.0%} (limit {limit})" for name, limit, bad in (
+        ("p=0", f"<= {gate.max_p0:.0%}", shares["p=0"] > gate.max_p0),
+        ("p=1", f"<= {gate.max_p1:.0%}", shares["p=1"] > gate.max_p1),
+        ("0<p<1", f">= {gate.min_learnable:.0%}", shares["0<p<1"] < gate.min_learnable),
+    ) if bad]
+    if failed:
+        edges, counts = spread["histogram"]["edges"], spread["histogram"]["counts"]
+        histogram = " ".join(f"[{lo:.1f},{hi:.1f}{']' if hi == 1.0 else ')'}:{c}"
+                             for lo, hi, c in zip(edges, edges[1:], counts))
+        raise UnlearnablePool(f"learnability gate ({where}): the pool under the scoring policy has {'; '.join(failed)}; "
+                              f"histogram of p {histogram}; calibrate the setting (task difficulty, start model) first")
+    return spread
+
+
+def training_logs(trained: list[Stage]) -> dict[str, Any]:
+    """Per arm: the training reward per step of each seed (GRPO's log) and the mean share of
+    zero-variance groups."""
+    out: dict[str, Any] = {}
+    for stage in trained:
+        path = stage.path / "model" / "training_log.json"
+        logs = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+        steps = [entry for entry in logs if "reward" in entry]
+        if not steps:
+            continue
+        arm = out.setdefault(stage.meta["arm"], {"reward": [], "frac_reward_zero_std": []})
+        arm["reward"].append([round(float(entry["reward"]), 4) for entry in steps])
+        arm["frac_reward_zero_std"] += [float(e["frac_reward_zero_std"]) for e in steps if "frac_reward_zero_std" in e]
+    for arm in out.values():
+        zero = arm["frac_reward_zero_std"]
+        arm["frac_reward_zero_std"] = round(statistics.fmean(zero), 4) if zero else None
+    return out
+
+
+def calibration(table: dict[str, list[list[float]]], scores: list[Path] | None = None) -> list[str]:
     """Why the comparison may be unable to show an effect, measured: every model at the floor or the
     ceiling on every problem, or (with LearnAlign scores) no pool row learnable under the scoring policy."""
     warnings = []
@@ -60,34 +142,50 @@ def calibration(table: dict[str, list[list[float]]], scores: Path | None = None)
     if values <= {0.0} or values <= {1.0}:
         warnings.append(f"every model scores {values.pop():.0%} on every problem: no comparison here can show "
                         "an effect (train longer, start from a stronger model or use easier problems)")
-    for scored in sorted(scores.glob("*/scored.jsonl")) if scores and scores.is_dir() else []:
-        rates = [json.loads(line).get("success_rate") for line in scored.read_text(encoding="utf-8").splitlines()]
-        if rates and rates[0] is not None and not any(0 < p < 1 for p in rates):
-            warnings.append(f"{scored.parent.name}: no pool row has 0 < p < 1 under the scoring policy, so "
+    for name, spread in pool_spreads(scores).items():
+        if spread["size"] and not spread["learnable"]:
+            warnings.append(f"{name}: no pool row has 0 < p < 1 under the scoring policy, so "
                             "LearnAlign's selection is a seeded random pick")
     return warnings
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = [f"# {report['pipeline']}: {report['eval']['task']}, {report['eval']['problems']} problems, "
-             f"seeds {report['seeds']}", ""]
+    e = report["eval"]
+    lines = [f"# {report['pipeline']}: {e['task']}, {e['problems']} problems, seeds {report['seeds']}", ""]
     lines += [f"**Warning:** {w}" for w in report["warnings"]] + ([""] if report["warnings"] else [])
-    lines += ["| model | accuracy | per seed |", "|---|---|---|"]
-    for name, acc in report["accuracy"].items():
-        lines.append(f"| {name} | {100 * acc['mean']:.1f} | {', '.join(f'{100 * v:.1f}' for v in acc['per_seed'])} |")
-    lines += ["", "| a vs b | difference | 95% interval | p | effect |", "|---|---|---|---|---|"]
-    for c in report["comparisons"]:
-        low, high = c["ci95"]
-        lines.append(f"| {c['a']} vs {c['b']} | {100 * c['mean_diff']:+.1f} | [{100 * low:+.1f}, {100 * high:+.1f}] "
-                     f"| {c['p_value']:.3g} | {'yes' if c['effect'] else 'no'} |")
+    for name, result in report["evals"].items():
+        if len(report["evals"]) > 1:
+            r = result["eval"]
+            lines += [f"## {name}{' (primary)' if name == e['name'] else ''}: {r['task']}, {r['num_samples']} "
+                      f"sample(s) per problem" + (f" at temperature {r['temperature']}" if r["temperature"] else ""), ""]
+        lines += _accuracy_lines(result) + [""]
+    for name, spread in report.get("pools", {}).items():
+        lines.append(f"Pool success rates under the scoring policy ({name}): mean {spread['mean']:.3f}; "
+                     f"{spread['learnable']} of {spread['size']} learnable, {spread['p_equals_0']} at p=0, "
+                     f"{spread['p_equals_1']} at p=1.")
     return "\n".join(lines) + "\n"
 
 
-def write_report(spec: PipelineSpec, evals: list[Stage], path: Path) -> None:
-    report = build_report(spec, evals, path.parent / "scores")
+def _accuracy_lines(result: dict[str, Any]) -> list[str]:
+    lines = ["| model | accuracy | per seed |", "|---|---|---|"]
+    for name, acc in result["accuracy"].items():
+        lines.append(f"| {name} | {100 * acc['mean']:.1f} | {', '.join(f'{100 * v:.1f}' for v in acc['per_seed'])} |")
+    lines += ["", "| a vs b | difference | 95% interval | p | effect |", "|---|---|---|---|---|"]
+    for c in result["comparisons"]:
+        low, high = c["ci95"]
+        lines.append(f"| {c['a']} vs {c['b']} | {100 * c['mean_diff']:+.1f} | [{100 * low:+.1f}, {100 * high:+.1f}] "
+                     f"| {c['p_value']:.3g} | {'yes' if c['effect'] else 'no'} |")
+    return lines
+
+
+def write_report(spec: PipelineSpec, evals: list[Stage], path: Path, trained: list[Stage] | None = None,
+                 scores: list[Path] | None = None) -> None:
+    report = build_report(spec, evals, scores, trained)
     atomic_write_json(path / "report.json", report)
     atomic_write_text(path / "report.md", markdown(report))
     plot(report, path / "accuracy.png")
+    if report["training"]:
+        reward_plot(report["training"], path / "train_reward.png")
 
 
 def plot(report: dict[str, Any], path: Path) -> Path:
@@ -105,5 +203,27 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     for i, name in enumerate(names):
         seeds = report["accuracy"][name]["per_seed"]
         ax.scatter([i] * len(seeds), [100 * v for v in seeds], color="k", s=10, zorder=3)
-    ax.set_ylabel(f"{report['eval']['task']} accuracy (%)")
+    ax.set_ylabel(f"{report['eval']['name']} accuracy (%)")
+    return save_png(fig, path)
+
+
+def reward_plot(training: dict[str, Any], path: Path) -> Path:
+    """Training reward per step, mean over seeds, one line per arm (a moving average of 5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from curate.core.io import save_png
+
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for arm, logs in training.items():
+        steps = min(len(curve) for curve in logs["reward"])
+        mean = np.mean([curve[:steps] for curve in logs["reward"]], axis=0)
+        width = min(5, steps)
+        ax.plot(range(width, steps + 1), np.convolve(mean, np.ones(width) / width, mode="valid"), label=arm)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training reward")
+    ax.legend(fontsize=7)
     return save_png(fig, path)

@@ -1,10 +1,10 @@
 """The pipeline file: one dataset, arms (a selector from the registry with its budget, or the
-full pool), one training recipe every arm trains with from the same start, one evaluation.
+full pool), one training recipe every arm trains with from the same start, one or more evaluations.
 
     name: gsm8k-tiny
     model: runs/tiny                      # the start every arm trains from
     dataset: {source: ../shared/data/gsm8k/train.jsonl, limit: 64}
-    seeds: [0, 1]                         # one trained model per arm and seed
+    seeds: [0, 1]                         # one selection and one trained model per arm and seed
     arms:
       - {name: learnalign, selector: learnalign, n: 16, config: {num_rollouts: 4}, warmup: {samples: 16, steps: 2}}
       - {name: random, selector: learnalign, method: random, n: 16, config: {num_rollouts: 4}}
@@ -12,8 +12,16 @@ full pool), one training recipe every arm trains with from the same start, one e
     train: {kind: grpo, task: gsm8k, fields: {max_steps: 4, num_generations: 4}}
     eval: {task: gsm8k, limit: 100, num_samples: 1}
 
+Optional sections: ``data`` (splits made by a generator, :mod:`.generators`, read elsewhere in the
+file as ``data:NAME``), ``start`` (the start model made by SFT, from a tiny model built from
+scratch or from ``model``), ``gate`` (the learnability gate on LearnAlign's scores: the run stops
+before any training when the pool cannot show an effect), ``workers`` (train-and-evaluate chains
+run side by side in that many processes), ``accelerate`` (an accelerate config file: scoring and
+training stages run under ``accelerate launch`` with it), and ``eval`` as a list (several
+evaluations, the first one primary). ``recipes/pipelines/demo_*.yaml`` use them all.
+
 Everything is checked when the file is read, before any work: an unknown field, selector, method,
-task or training kind is one line naming it (:func:`load_pipeline`).
+task, generator, split or training kind is one line naming it (:func:`load_pipeline`).
 """
 from __future__ import annotations
 
@@ -24,9 +32,16 @@ from typing import Any
 
 from curate.core.config import from_mapping
 from curate.core.errors import BadInputError, check_fields
+from curate.llm.tiny import TinyModelConfig
 
 TRAIN_KINDS = ("grpo", "sft")
-STAGE_KINDS = ("score", "select", "train", "eval", "compare")  # in the order they run
+# What the pipeline sets in a run's fields itself (rl.runs.warmup's own, a training stage's, the start's).
+WARMUP_SET = ("model_name_or_path", "task", "subset", "subset_seed", "max_steps", "seed", "use_peft",
+              "num_generations", "per_device_train_batch_size", "max_completion_length", "use_cpu", "output_dir")
+TRAIN_SET = ("model_name_or_path", "task", "dataset", "output_dir", "seed", "use_cpu")
+START_SET = ("model_name_or_path", "dataset", "output_dir", "use_cpu")
+STAGE_KINDS = ("data", "start", "score", "select", "train", "eval", "compare")  # in the order they run
+DATA_PREFIX = "data:"  # "data:pool" is the data section's split "pool"
 
 
 @dataclass
@@ -44,10 +59,77 @@ class DatasetSpec:
 
 
 @dataclass
+class DataSpec:
+    """Splits (name: rows) made by ``generator`` (:data:`.generators.GENERATORS`) from ``seed``,
+    disjoint, with the generator's ``config``; written to OUT/data/NAME.jsonl."""
+
+    generator: str = ""
+    seed: int = 0
+    splits: dict[str, Any] = field(default_factory=dict)
+    config: Any = field(default_factory=dict)  # read into the generator's config class when checked
+
+    def __post_init__(self) -> None:
+        from curate.pipeline.generators import GENERATORS
+
+        check_fields([self.generator], GENERATORS, what="generator")
+        if not self.splits:
+            raise BadInputError("splits: name at least one split and its size")
+        for name, size in self.splits.items():
+            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+                raise BadInputError(f"splits.{name}: expected a positive integer, got {size!r}")
+
+
+@dataclass
+class StartSpec:
+    """The start every arm trains from, made here by SFT on ``data`` (``sft.train`` with ``recipe``
+    and ``fields``): from ``tiny`` (a Qwen2 of that shape built from scratch, its tokenizer trained
+    on the SFT texts; no chat template unless ``chat_template``) or else from the file's ``model``."""
+
+    data: str = ""
+    tiny: TinyModelConfig | None = None
+    chat_template: bool = False
+    recipe: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise BadInputError("data is required (what SFT trains the start on: data:NAME or a dataset)")
+        refuse_fields(self.fields, START_SET, "fields", "the start stage sets it (from model, data and device)")
+
+
+@dataclass
+class GateSpec:
+    """The learnability gate (before any training), on the shares of the pool at p = 0, at p = 1
+    and in between under LearnAlign's scoring policy: outside these bounds selection cannot show
+    an effect, and the run stops with the pool's histogram."""
+
+    max_p0: float = 1.0
+    max_p1: float = 1.0
+    min_learnable: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_p0", "max_p1", "min_learnable"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise BadInputError(f"{name} is a share of the pool, in [0, 1]; got {getattr(self, name)}")
+
+
+def refuse_fields(fields: dict[str, Any], reserved: tuple[str, ...], section: str, why: str) -> None:
+    """Fields the pipeline sets itself are not the file's to give: one line naming the first."""
+    taken = [name for name in fields if name in reserved]
+    if taken:
+        raise BadInputError(f"{section}.{taken[0]}: {why}; drop it from the file")
+
+
+@dataclass
 class WarmupSpec:
     samples: int = 300
     steps: int | None = None
     recipe: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # more GRPO fields of the warmup run (e.g. beta)
+
+    def __post_init__(self) -> None:
+        refuse_fields(self.fields, WARMUP_SET, "fields", "the warmup sets it (from samples, steps and the "
+                      "selector's config)")
 
 
 @dataclass
@@ -104,10 +186,13 @@ class TrainSpec:
     def __post_init__(self) -> None:
         if self.kind not in TRAIN_KINDS:
             check_fields([self.kind], TRAIN_KINDS, "train", what="kind")
+        refuse_fields(self.fields, TRAIN_SET, "fields", "every arm's run sets it (the start, its rows, the seeds "
+                      "list, task and device)")
 
 
 @dataclass
 class EvalSpec:
+    name: str = ""  # how the report calls it (default: the task); needed with several evaluations
     task: str = "gsm8k"
     data: str | None = None  # default: the task's own test data
     split: str = "test"
@@ -118,22 +203,44 @@ class EvalSpec:
     answer_mode: str = "flexible"
     chat: bool | None = None
     seed: int = 0
+    backend: str = "auto"
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        self.name = self.name or self.task
 
 
 @dataclass
 class PipelineSpec:
     name: str = ""
     model: str = ""
+    data: DataSpec | None = None
+    start: StartSpec | None = None
     dataset: DatasetSpec = field(default_factory=DatasetSpec)
     arms: tuple[ArmSpec, ...] = ()
     train: TrainSpec = field(default_factory=TrainSpec)
-    eval: EvalSpec = field(default_factory=EvalSpec)
+    eval: tuple[EvalSpec, ...] = ()  # the file may give one mapping or a list; the first is primary
+    gate: GateSpec | None = None
     seeds: tuple[int, ...] = (0,)
     device: str = "auto"
+    workers: int = 1
+    accelerate: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.model:
-            raise BadInputError("model is required (the start every arm trains from)")
+        if self.start is not None and self.start.tiny is not None:
+            if self.model:
+                raise BadInputError("start.tiny builds the start model from scratch; drop model, or drop start.tiny "
+                                    "to fine-tune model")
+        elif not self.model:
+            raise BadInputError("model is required (the start every arm trains from, or what start fine-tunes)")
+        if self.workers < 1:
+            raise BadInputError(f"workers must be at least 1, got {self.workers}")
+        if self.workers > 1 and self.accelerate:
+            raise BadInputError("workers: a launched stage takes every process the accelerate config names; "
+                                "give workers or accelerate, not both")
+        if self.gate is not None and not any(arm.selector == "learnalign" for arm in self.arms):
+            raise BadInputError("gate: the learnability gate reads LearnAlign's success rates; no arm has "
+                                "selector learnalign")
         if not self.arms:
             raise BadInputError("arms: give at least one arm")
         names = [arm.name for arm in self.arms]
@@ -143,38 +250,95 @@ class PipelineSpec:
             raise BadInputError("arms: 'start' names the untrained model; choose another arm name")
         if not self.seeds:
             raise BadInputError("seeds: give at least one seed")
+        if len(set(self.seeds)) < len(self.seeds):
+            raise BadInputError(f"seeds: seeds must differ, got {list(self.seeds)}")
+        self.eval = self.eval or (EvalSpec(),)
+        names = [e.name for e in self.eval]
+        if len(set(names)) < len(names):
+            raise BadInputError(f"eval: give every evaluation its own name, got {', '.join(names)}")
+
+    @property
+    def primary(self) -> EvalSpec:
+        return self.eval[0]
 
 
 def load_pipeline(path: str | os.PathLike) -> PipelineSpec:
     """The pipeline of a YAML file, checked: fields and their types, selectors and their methods,
-    tasks, training kind, recipe files and the start model folder; one line naming what is wrong."""
+    tasks, generators and their splits, training kind, recipe files and the start model folder; one
+    line naming what is wrong."""
     from curate.core.io import read_yaml
 
     where = f"{path}"
-    spec = from_mapping(PipelineSpec, read_yaml(path, "pipeline"), where)
+    spec = from_dict(read_yaml(path, "pipeline"), where)
     check_references(spec, where)
     return spec
 
 
+def from_dict(raw: Any, where: str = "pipeline") -> PipelineSpec:
+    """The spec of a mapping (a file's, or ``asdict`` of a spec): ``eval`` may be one mapping; top-level
+    keys starting ``x-`` hold YAML anchors for the rest of the file (``x-scoring: &scoring {...}``)."""
+    if isinstance(raw, dict):
+        raw = {k: v for k, v in raw.items() if not str(k).startswith("x-")}
+    if isinstance(raw, dict) and isinstance(raw.get("eval"), dict):
+        raw = {**raw, "eval": [raw["eval"]]}
+        try:
+            return from_mapping(PipelineSpec, raw, where)
+        except BadInputError as err:  # one evaluation: name its fields eval.X, as the file does
+            raise BadInputError(str(err).replace("eval[0].", "eval.").replace("eval[0]", "eval")) from None
+    return from_mapping(PipelineSpec, raw, where)
+
+
+def resolve(spec: PipelineSpec, source: str | None, out: Path) -> str | None:
+    """A dataset source, with ``data:NAME`` as the data section's file in ``out``."""
+    if source is None or not source.startswith(DATA_PREFIX):
+        return source
+    return str(Path(out) / "data" / f"{source.removeprefix(DATA_PREFIX)}.jsonl")
+
+
 def check_references(spec: PipelineSpec, where: str) -> None:
-    """What the file names must exist: tasks, recipes, the start model (a folder, or a hub id)."""
+    """What the file names must exist: tasks, generator configs and splits, recipes, the accelerate
+    config, the start model (a folder, or a hub id)."""
     from curate.llm.models import check_model_path
     from eval.tasks import get_task
 
-    for section, task in (("train", spec.train.task), ("eval", spec.eval.task)):
+    evals = [(f"eval.{e.name}" if len(spec.eval) > 1 else "eval", e) for e in spec.eval]
+    for section, task in [("train", spec.train.task)] + [(name, e.task) for name, e in evals]:
         try:
             get_task(task)
         except BadInputError as err:
             raise BadInputError(f"{where}: {section}.task: {err}") from err
-    get_task(spec.eval.task).check_answer_mode(spec.eval.answer_mode, f"{where}: eval.answer_mode")
-    recipes = [("train.recipe", spec.train.recipe)]
+    for name, e in evals:
+        get_task(e.task).check_answer_mode(e.answer_mode, f"{where}: {name}.answer_mode")
+    check_data(spec, where)
+    recipes = [("train.recipe", spec.train.recipe), ("start.recipe", spec.start.recipe if spec.start else None),
+               ("accelerate", spec.accelerate)]
     recipes += [(f"arm '{arm.name}': warmup.recipe", arm.warmup.recipe) for arm in spec.arms if arm.warmup]
     for name, recipe in recipes:
         if recipe is not None and not Path(recipe).is_file():
             raise BadInputError(f"{where}: {name}: no such file: {recipe}")
-    check_model_path(spec.model, f"{where}: model")
+    if spec.model:
+        check_model_path(spec.model, f"{where}: model")
     for arm in spec.arms:
         if arm.push_to_hub:
             from curate.selection import check_hub_repo
 
             check_hub_repo(arm.push_to_hub, f"{where}: arm '{arm.name}': push_to_hub")
+
+
+def check_data(spec: PipelineSpec, where: str) -> None:
+    """The generator's config, and every ``data:NAME`` naming one of its splits."""
+    from curate.pipeline.generators import config_class
+
+    if spec.data is not None:
+        spec.data.config = from_mapping(config_class(spec.data.generator), spec.data.config, where, "data.config.")
+        try:
+            spec.data.config.check_splits(spec.data.splits)
+        except BadInputError as err:
+            raise BadInputError(f"{where}: data.config: {err}") from err
+    splits = spec.data.splits if spec.data else {}
+    named = [("dataset.source", spec.dataset.source), ("start.data", spec.start.data if spec.start else None)]
+    named += [(f"eval.{e.name}.data" if len(spec.eval) > 1 else "eval.data", e.data) for e in spec.eval]
+    for field_name, source in named:
+        if source and source.startswith(DATA_PREFIX) and source.removeprefix(DATA_PREFIX) not in splits:
+            have = f"the data section makes {', '.join(splits)}" if splits else "the file has no data section"
+            raise BadInputError(f"{where}: {field_name} {source}: no such split ({have})")

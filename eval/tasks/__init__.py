@@ -1,7 +1,8 @@
-"""The task registry: ``get_task("gsm8k")``, ``get_task("humaneval")``, ``get_task("arith")``; see
-:mod:`eval.tasks.base`. :data:`BUILTIN` names the built-in tasks with their one-line descriptions
-and is importable without loading any task (``curate eval --help`` is built from it); the task
-modules are imported, and register themselves, when anything else here is first used."""
+"""The task registry: ``get_task("gsm8k")``, ``get_task("humaneval")``, ``get_task("arith")``,
+``get_task("pyfunc")``; see :mod:`eval.tasks.base`. :data:`BUILTIN` names the built-in tasks with
+their one-line descriptions and is importable without loading any task (``curate eval --help`` is
+built from it); the task modules are imported, and register themselves, when anything else here is
+first used."""
 from __future__ import annotations
 
 import importlib
@@ -18,6 +19,8 @@ BUILTIN: dict[str, Builtin] = {
     "humaneval": Builtin("eval.tasks.humaneval", "HumanEval Python function synthesis, pass@k in the sandbox"),
     "arith": Builtin("eval.tasks.arith", "synthetic +/- word problems with worked answers (curate demo's task), "
                      "GSM8K verifier"),
+    "pyfunc": Builtin("eval.tasks.pyfunc", "synthetic write-a-function problems at 3 levels with hidden tests, "
+                      "pass@k in the sandbox"),
 }
 _FROM_BASE = ("TASKS", "Task", "TaskOptions", "Verdict", "get_task", "register_task")
 __all__ = ["BUILTIN", *_FROM_BASE]

@@ -123,6 +123,22 @@ _STEP = [(re.compile(re.escape(t).replace(r"\{who\}", r"\w+").replace(r"\{n\}", 
 _EQUATION = re.compile(r"(-?\d+)\s*([+\-])\s*(-?\d+)\s*=\s*(-?\d+)")
 
 
+def slip_answers(ds: datasets.Dataset, items: Sequence[str], rate: float, seed: int) -> datasets.Dataset:
+    """A systematic error in worked answers, as real SFT data has and a verifier catches: for
+    questions about ``items``, a seeded ``rate`` share of the answers ends "#### N+1" (the worked
+    lines stay right), marked in a ``slipped`` column."""
+    rng = random.Random(seed)
+
+    def slip(row: dict[str, Any]) -> dict[str, Any]:
+        hit = question_item(row["question"]) in items and rng.random() < rate
+        if hit:
+            body, _, final = row["answer"].rpartition("#### ")
+            row["answer"] = f"{body}#### {int(final) + 1}"
+        return {**row, "slipped": hit}
+
+    return ds.map(slip, load_from_cache_file=False)
+
+
 def question_item(question: str) -> str | None:
     """What a problem counts ("apples", ...), or None if it is not one of this task's questions."""
     start = _START.match(question)
