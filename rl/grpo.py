@@ -56,6 +56,19 @@ class GRPOScriptArguments:
         "help": "π_ref of the KL term (beta > 0), e.g. a staged run's original model (default: the starting policy)"})
     merge_lora: bool = field(default=False, metadata={
         "help": "save the LoRA-merged full model instead of the adapter (staged runs)"})
+    learnability_sampling: bool = field(default=False, metadata={
+        "help": "draw prompts in proportion to p(1-p) of online success-rate estimates (rl.online)"})
+    learnability_floor: float = field(default=0.05, metadata={
+        "help": "learnability sampling: every prompt's weight is at least this x 0.25"})
+    learnability_decay: float = field(default=1.0, metadata={
+        "help": "learnability sampling: weight of a prompt's past groups at each new one (1: keep all)"})
+    learnability_prior: str = field(default="1,1", metadata={
+        "help": "learnability sampling: Beta prior 'a,b' of an unseen prompt's success rate"})
+    learnability_offline_weight: float = field(default=4.0, metadata={
+        "help": "learnability sampling: rollouts an offline success rate counts for"})
+    learnability_offline_column: str | None = field(default=None, metadata={
+        "help": "learnability sampling: a column of offline success rates to start from (e.g. LearnAlign's "
+                "success_rate)"})
 
     def __post_init__(self) -> None:
         from eval.tasks import get_task
@@ -80,6 +93,19 @@ class GRPOScriptArguments:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise BadInputError(f"{name} must be a positive integer, got {value}")
+        if self.learnability_sampling:
+            self.learnability_config()  # checked before any work
+
+    def learnability_config(self):
+        from rl.sampling import LearnabilityConfig
+
+        try:
+            a, b = (float(x) for x in self.learnability_prior.split(","))
+        except ValueError:
+            raise BadInputError(f"learnability_prior: expected 'a,b', two positive numbers, got "
+                                f"'{self.learnability_prior}'") from None
+        return LearnabilityConfig(prior_successes=a, prior_failures=b, floor=self.learnability_floor,
+                                  decay=self.learnability_decay, offline_weight=self.learnability_offline_weight)
 
     def reward_names(self) -> list[str]:
         return [r.strip() for r in self.rewards.split(",") if r.strip()]
@@ -109,6 +135,8 @@ def build_dataset(args: GRPOScriptArguments, tokenizer: Any, ds: datasets.Datase
     else:
         ds = ds.select(range(min(len(ds), args.limit or len(ds))))
         rows = task.rows_from(map_columns(ds, args.prompt_column, args.answer_column))
+    if args.learnability_sampling and args.learnability_offline_column:
+        rows = with_source_column(rows, args, ds)
     if args.subset is not None:
         if args.subset > len(rows):
             raise BadInputError(f"subset={args.subset} is larger than the {len(rows)} rows available")
@@ -117,6 +145,21 @@ def build_dataset(args: GRPOScriptArguments, tokenizer: Any, ds: datasets.Datase
     if "prompt" in rows.column_names:
         rows = rows.rename_column("prompt", "code_prompt")
     return rows.add_column("prompt", prompts)
+
+
+def with_source_column(rows: datasets.Dataset, args: GRPOScriptArguments,
+                       ds: datasets.Dataset | None) -> datasets.Dataset:
+    """``rows`` with the source's ``learnability_offline_column`` (a task keeps only its own columns)."""
+    from curate.llm.data import load_data
+
+    column = args.learnability_offline_column
+    source = ds if ds is not None else load_data(args.dataset, split=args.dataset_split, limit=args.limit) \
+        if args.dataset else None
+    if source is None or column not in source.column_names or len(source) != len(rows):
+        have = ", ".join(source.column_names) if source is not None else "none (the task's own data)"
+        raise BadInputError(f"learnability_offline_column '{column}': no such column in the dataset; available: {have}")
+    rows = rows.remove_columns([column]) if column in rows.column_names else rows
+    return rows.add_column(column, list(source[column]))
 
 
 def format_reward(prompts: Sequence[Any], completions: Sequence[Any], **_: Any) -> list[float]:
@@ -169,8 +212,14 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
     if script_args.freeze:
         frozen = freeze_parameters(model, script_args.freeze)
         print(f"rl.grpo: froze {frozen} parameter tensors matching '{script_args.freeze}'")
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_functions(script_args), args=training_args,
-                          train_dataset=ds, processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    kwargs = dict(model=model, reward_funcs=reward_functions(script_args), args=training_args, train_dataset=ds,
+                  processing_class=tokenizer, peft_config=get_peft_config(model_args))
+    trainer_class, estimator = GRPOTrainer, None
+    if script_args.learnability_sampling:
+        trainer_class, estimator, ds = learnability_setup(script_args, training_args, kwargs, ds)
+    trainer = trainer_class(**kwargs)
+    if estimator is not None:
+        trainer.estimator, trainer.histograms = estimator, []
     if script_args.ref_model and training_args.beta:
         # TRL takes π_ref from the starting policy; a staged run keeps its original model instead.
         ref = training_model(model_args, script_args.ref_model)
@@ -195,7 +244,45 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
         write_provenance(training_args.output_dir, script_args.dataset)  # the selection it came from
         # The per-step logs (reward, frac_reward_zero_std, loss, ...) beside the model.
         atomic_write_json(Path(training_args.output_dir) / "training_log.json", trainer.state.log_history)
+    if estimator is not None:
+        write_learnability(trainer, estimator, Path(training_args.output_dir))
     return trainer
+
+
+def learnability_setup(args: GRPOScriptArguments, training_args: Any, kwargs: dict[str, Any],
+                       ds: datasets.Dataset) -> tuple[Any, Any, datasets.Dataset]:
+    """Learnability sampling: rows numbered (``row_index``), the correctness reward observed, the
+    sampler's trainer class (:mod:`rl.online`)."""
+    from rl.online import INDEX_COLUMN, attach
+
+    if args.reward_names()[0] != "correct":
+        raise BadInputError("learnability sampling estimates success rates: put 'correct' first in rewards")
+    offline = None
+    if args.learnability_offline_column:
+        if args.learnability_offline_column not in ds.column_names:
+            raise BadInputError(f"learnability_offline_column '{args.learnability_offline_column}': no such column; "
+                                f"available: {', '.join(ds.column_names)}")
+        offline = [float(x) for x in ds[args.learnability_offline_column]]
+    ds = ds.remove_columns([INDEX_COLUMN]) if INDEX_COLUMN in ds.column_names else ds
+    ds = ds.add_column(INDEX_COLUMN, list(range(len(ds))))
+    kwargs["train_dataset"] = ds
+    trainer_class, estimator = attach(kwargs, len(ds), args.learnability_config(), training_args.num_generations,
+                                      offline)
+    return trainer_class, estimator, ds
+
+
+def write_learnability(trainer: Any, estimator: Any, out: Path) -> None:
+    """``learnability.json`` (first rank; every rank's own copy under ``learnability-rank{r}.json``
+    when several run, so their agreement can be checked): final estimates, groups seen per prompt,
+    the histogram at every log step."""
+    from curate.core.io import atomic_write_json
+
+    record = {"estimates": estimator.estimates().tolist(), "groups": estimator.groups.tolist(),
+              "histograms": trainer.histograms, "config": vars(estimator.config)}
+    if trainer.accelerator.num_processes > 1:
+        atomic_write_json(out / f"learnability-rank{trainer.accelerator.process_index}.json", record)
+    if trainer.accelerator.is_main_process:
+        atomic_write_json(out / "learnability.json", record)
 
 
 def make_parser():
