@@ -36,7 +36,10 @@ def test_smoke_demo_runs_the_pipeline_into_a_report(tmp_path, capsys, monkeypatc
     for arm in arms:
         provenance = json.loads((out / "train" / f"{arm}-seed0" / "model" / "provenance.json").read_text())
         assert provenance["start"] == str(out / "start" / "model")
-        assert provenance["rows"] == (spec.data.splits["pool"] if arm == "full" else 6)
+        assert provenance["rows"] == (spec.data.splits["pool"] if arm.startswith("full") else 6)
+    online = json.loads((out / "train" / "full-online-seed0" / "model" / "learnability.json").read_text())
+    assert sum(online["groups"]) == spec.train.fields["max_steps"] * 2  # the online arm's sampler fed by its groups
+    assert not (out / "train" / "full-seed0" / "model" / "learnability.json").exists()
 
     from curate.pipeline import stages
 

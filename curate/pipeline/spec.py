@@ -9,6 +9,7 @@ full pool), one training recipe every arm trains with from the same start, one o
       - {name: learnalign, selector: learnalign, n: 16, config: {num_rollouts: 4}, warmup: {samples: 16, steps: 2}}
       - {name: random, selector: learnalign, method: random, n: 16, config: {num_rollouts: 4}}
       - {name: full}                      # no selector: the whole pool
+      - {name: full-online, train: {learnability_sampling: true}}   # this arm's training fields on top
     train: {kind: grpo, task: gsm8k, fields: {max_steps: 4, num_generations: 4}}
     eval: {task: gsm8k, limit: 100, num_samples: 1}
 
@@ -146,10 +147,13 @@ class ArmSpec:
     config: dict[str, Any] = field(default_factory=dict)
     warmup: WarmupSpec | None = None
     push_to_hub: str | None = None  # a hub dataset repository the selection and its card go to
+    train: dict[str, Any] = field(default_factory=dict)  # this arm's training fields on top of train.fields
 
     def __post_init__(self) -> None:
         from curate.registry import RULES, SELECTORS
 
+        refuse_fields(self.train, TRAIN_SET, f"arm '{self.name}': train", "every arm's run sets it (the start, "
+                      "its rows, the seeds list, task and device)")
         if not self.name:
             raise BadInputError("every arm needs a name")
         if self.selector is None:
@@ -318,6 +322,7 @@ def check_references(spec: PipelineSpec, where: str) -> None:
             raise BadInputError(f"{where}: {name}: no such file: {recipe}")
     if spec.model:
         check_model_path(spec.model, f"{where}: model")
+    check_training_fields(spec, where)
     for arm in spec.arms:
         if arm.push_to_hub:
             from curate.selection import check_hub_repo
@@ -342,3 +347,31 @@ def check_data(spec: PipelineSpec, where: str) -> None:
         if source and source.startswith(DATA_PREFIX) and source.removeprefix(DATA_PREFIX) not in splits:
             have = f"the data section makes {', '.join(splits)}" if splits else "the file has no data section"
             raise BadInputError(f"{where}: {field_name} {source}: no such split ({have})")
+
+
+def check_training_fields(spec: PipelineSpec, where: str) -> None:
+    """Every training run's fields, built into TRL's config objects as the stage will build them (a
+    misspelt or refused field is one line here, not a failure after hours of scoring)."""
+    from sft.train import sft_configs
+
+    t = spec.train
+    runs = [("train.fields", {})] + [(f"arm '{arm.name}': train", arm.train) for arm in spec.arms if arm.train]
+    for name, extra in runs:
+        fields = {**t.fields, **extra}
+        try:
+            if t.kind == "grpo":
+                from rl.runs import grpo_configs
+
+                grpo_configs(t.recipe, model_name_or_path="start", task=t.task, output_dir="unused", use_cpu=True,
+                             **fields)
+            else:
+                sft_configs(t.recipe, model_name_or_path="start", dataset="unused", output_dir="unused", use_cpu=True,
+                            **fields)
+        except BadInputError as err:
+            raise BadInputError(f"{where}: {name}: {err}") from err
+    if spec.start is not None:
+        try:
+            sft_configs(spec.start.recipe, model_name_or_path="start", dataset="unused", output_dir="unused",
+                        use_cpu=True, **spec.start.fields)
+        except BadInputError as err:
+            raise BadInputError(f"{where}: start.fields: {err}") from err

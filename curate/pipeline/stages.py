@@ -207,15 +207,15 @@ def select_stage(ctx: Context, arm: ArmSpec, seed: int, pool: str, scored: Stage
 
 def train_stage(ctx: Context, arm: ArmSpec, seed: int, origin: str, selection: Stage) -> Stage:
     spec = ctx.spec
-    key = _key(selection.key, origin, asdict(spec.train), _text(spec.train.recipe), _text(spec.accelerate), seed,
-               "train")
+    key = _key(selection.key, origin, asdict(spec.train), arm.train, _text(spec.train.recipe), _text(spec.accelerate),
+               seed, "train")
 
     def run(path: Path) -> None:
         from curate.llm.data import load_data
 
         rows = load_data(str(selection.path / "selected.jsonl"))
         with main_rank_dir(path / "model") as tmp:  # a half-saved model is never taken for a finished one
-            train(ctx, rows, selection.path / "selected.jsonl", Path(tmp), seed)
+            train(ctx, rows, selection.path / "selected.jsonl", Path(tmp), seed, arm.train)
             if is_main_rank():
                 atomic_write_json(Path(tmp) / "provenance.json", {
                     "start": ctx.model, "arm": asdict(arm), "seed": seed, "selection": str(selection.path),
@@ -286,17 +286,20 @@ def build_selector(ctx: Context, arm: ArmSpec, work_dir: Path, seed: int | None 
     return get_selector(arm.selector, **params)
 
 
-def train(ctx: Context, rows: Any, selection: Path, output_dir: Path, seed: int) -> None:
-    """One training run from the start model on ``rows`` (GRPO) or the selection file (SFT)."""
+def train(ctx: Context, rows: Any, selection: Path, output_dir: Path, seed: int,
+          arm_fields: dict[str, Any] | None = None) -> None:
+    """One training run from the start model on ``rows`` (GRPO) or the selection file (SFT), with
+    the arm's own fields on top of the train section's."""
     t = ctx.spec.train
     cpu = True if ctx.spec.device == "cpu" else None
+    fields = {**t.fields, **(arm_fields or {})}
     if t.kind == "grpo":
         from rl.runs import grpo_configs, run_grpo
 
         run_grpo(grpo_configs(t.recipe, model_name_or_path=ctx.model, task=t.task, output_dir=output_dir, seed=seed,
-                              use_cpu=cpu, **t.fields), rows)
+                              use_cpu=cpu, **fields), rows)
     else:
         from sft.train import sft_configs, train as sft_train
 
         sft_train(*sft_configs(t.recipe, model_name_or_path=ctx.model, dataset=selection, output_dir=output_dir,
-                               seed=seed, use_cpu=cpu, **t.fields))
+                               seed=seed, use_cpu=cpu, **fields))
