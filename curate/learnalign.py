@@ -47,7 +47,7 @@ from curate.core.cache import default_cache_dir, derive_seed, digest, kill_point
 from curate.core.errors import BadInputError
 from curate.registry import SELECTORS
 from curate.llm.shards import gather, merge_shards, process_shard, shard_rows
-from curate.selection import resolve_count, select_by_rule, with_row_index
+from curate.selection import resolve_count, select_by_rule, success_rate_spread, with_row_index
 
 logger = logging.getLogger("curatekit.learnalign")
 METHODS = SELECTORS["learnalign"].methods
@@ -300,7 +300,6 @@ def report(scored: datasets.Dataset, selected: datasets.Dataset, method: str) ->
     learnable = _learnable(scored)
     varied = learnable.sum() > 2 and np.ptp(score_values[learnable]) > 0 and np.ptp(lengths[learnable]) > 0
     rho = spearmanr(score_values[learnable], lengths[learnable]).statistic if varied else None  # else undefined
-    histogram, edges = np.histogram(p, bins=10, range=(0, 1))
     warning = {} if learnable.any() else {"warning": NO_LEARNABLE_ROWS}
     positive = int((score_values > 0).sum())
     if method == "learnalign" and len(selected) > positive:
@@ -312,9 +311,7 @@ def report(scored: datasets.Dataset, selected: datasets.Dataset, method: str) ->
         "method": method, "rows": len(scored), "selected": len(selected), "learnable_rows": int(learnable.sum()),
         "positive_scores": positive, "selected_beyond_positive": max(0, len(selected) - positive),
         **warning,
-        "success_rate": {"mean": float(p.mean()), "p_equals_0": int((p == 0).sum()),
-                         "p_equals_1": int((p == 1).sum()), "learnable": int(learnable.sum()),
-                         "histogram": {"edges": edges.round(2).tolist(), "counts": histogram.tolist()}},
+        "success_rate": success_rate_spread(p),
         "selected_success_rate_mean": float(np.mean(selected["success_rate"])) if len(selected) else None,
         "score_vs_response_tokens_spearman": None if rho is None or np.isnan(rho) else float(rho),
     }

@@ -111,6 +111,16 @@ def mark_selected(scored: datasets.Dataset, selected: datasets.Dataset) -> datas
     return scored.add_column("selected", flags)
 
 
+def success_rate_spread(success_rates) -> dict:
+    """A pool's success rates p under a scoring policy: mean, counts at p = 0, p = 1 and in between
+    (the learnable rows), and a 10-bin histogram over [0, 1] (the last bin holds p = 1)."""
+    p = np.asarray(success_rates, dtype=np.float64)
+    counts, edges = np.histogram(p, bins=10, range=(0, 1))
+    return {"mean": float(p.mean()) if p.size else 0.0, "p_equals_0": int((p == 0).sum()),
+            "p_equals_1": int((p == 1).sum()), "learnable": int(((p > 0) & (p < 1)).sum()), "size": int(p.size),
+            "histogram": {"edges": edges.round(2).tolist(), "counts": counts.tolist()}}
+
+
 SCORE_SUMMARY = ("score", "success_rate", "learnability", "gradient_score", "ifd", "response_tokens")
 
 

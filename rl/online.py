@@ -28,13 +28,9 @@ INDEX_COLUMN = "row_index"
 
 def gather_in_rank_order(items: list[Any]) -> list[Any]:
     """Every rank's ``items`` concatenated in rank order (``items`` itself in one process)."""
-    import torch
+    from curate.llm.shards import gather, process_shard
 
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return list(items)
-    from accelerate.utils import gather_object
-
-    return list(gather_object(list(items)))
+    return [item for part in gather(list(items), process_shard()[1]) for item in part]
 
 
 class ObservedReward:

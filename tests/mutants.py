@@ -336,8 +336,7 @@ MUTANTS: list[Mutant] = [
            "        def _unused_sampler(self, dataset: Any = None) -> LearnabilitySampler:",
            ("tests/test_online_grpo.py::test_the_trainer_draws_from_the_estimates_and_every_group_updates_them",)),
     Mutant("online-learnability-own-rank-only", "rl/online.py",
-           "    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):",
-           "    if True:",
+           "for part in gather(list(items), process_shard()[1])", "for part in gather(list(items), 1)",
            ("tests/test_online_grpo.py::test_two_ranks_under_accelerate_launch_keep_one_estimate",)),
     # -- pipelines (curate run) -------------------------------------------------------------------
     Mutant("pipeline-gate-never-checked", "curate/pipeline/stages.py",

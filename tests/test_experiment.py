@@ -8,7 +8,8 @@ import random
 import numpy as np
 import pytest
 
-from curate.pipeline.report import UnlearnablePool, check_gate, pool_spread
+from curate.pipeline.report import UnlearnablePool, check_gate
+from curate.selection import success_rate_spread as pool_spread
 from eval.metrics import paired_comparison
 from eval.tasks import TaskOptions
 from eval.tasks.arith import ArithConfig, check_lines, expected_lines, make_problem, verify

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from curate.core.errors import BadInputError
 from curate.core.io import atomic_write_json, atomic_write_text
+from curate.selection import success_rate_spread
 
 if TYPE_CHECKING:
     from curate.pipeline.spec import EvalSpec, GateSpec, PipelineSpec
@@ -70,16 +71,6 @@ def build_report(spec: PipelineSpec, evals: list[Stage], scores: list[Path] | No
     }
 
 
-def pool_spread(success_rates: list[float]) -> dict[str, Any]:
-    """The pool's success-rate summary: mean, counts at p = 0, p = 1 and in between, a histogram."""
-    p = [float(x) for x in success_rates]
-    edges = [i / 10 for i in range(11)]
-    histogram = [sum(lo <= x < hi or (hi == 1.0 and x == 1.0) for x in p) for lo, hi in zip(edges, edges[1:])]
-    return {"mean": statistics.fmean(p) if p else 0.0, "p_equals_0": sum(x == 0 for x in p),
-            "p_equals_1": sum(x == 1 for x in p), "learnable": sum(0 < x < 1 for x in p), "size": len(p),
-            "histogram": {"edges": edges, "counts": histogram}}
-
-
 def pool_spreads(scores: list[Path] | None) -> dict[str, dict[str, Any]]:
     """The success-rate spread of every LearnAlign scoring among ``scores`` (the plan's score folders;
     older ones in OUT/scores, from an edited file, are not this run's)."""
@@ -87,7 +78,7 @@ def pool_spreads(scores: list[Path] | None) -> dict[str, dict[str, Any]]:
     for scored in [folder / "scored.jsonl" for folder in scores or [] if (folder / "scored.jsonl").is_file()]:
         rates = [json.loads(line).get("success_rate") for line in scored.read_text(encoding="utf-8").splitlines()]
         if rates and rates[0] is not None:
-            spreads[scored.parent.name] = pool_spread(rates)
+            spreads[scored.parent.name] = success_rate_spread(rates)
     return spreads
 
 
@@ -98,7 +89,7 @@ class UnlearnablePool(BadInputError):
 def check_gate(success_rates: list[float], gate: GateSpec, where: str) -> dict[str, Any]:
     """Stop before any training when the pool cannot show an effect (too many prompts at p = 0 or
     1, too few in between); the spread when it passes."""
-    spread = pool_spread(success_rates)
+    spread = success_rate_spread(success_rates)
     size = max(spread["size"], 1)
     shares = {"p=0": spread["p_equals_0"] / size, "p=1": spread["p_equals_1"] / size, "0<p<1": spread["learnable"] / size}
     failed = [f"{name} {shares[name]:.0%} (limit {limit})" for name, limit, bad in (
