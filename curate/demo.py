@@ -55,7 +55,11 @@ def preset_mapping(preset: str, *, seed: int | None = None, sft_steps: int | Non
     if sft_steps is not None:
         raw["start"].setdefault("fields", {})["max_steps"] = sft_steps
     if grpo_steps is not None:
-        raw["train"].setdefault("fields", {})["max_steps"] = grpo_steps
+        fields = raw["train"].setdefault("fields", {})
+        fields["max_steps"] = grpo_steps
+        for arm in raw["arms"]:  # a same-completions arm keeps plain GRPO's count: steps x one generation batch
+            if "generation_budget" in arm.get("train", {}):
+                arm["train"]["generation_budget"] = grpo_steps * fields["per_device_train_batch_size"]
     if device is not None:
         raw["device"] = device
     if workers is not None:

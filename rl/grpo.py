@@ -69,6 +69,16 @@ class GRPOScriptArguments:
     learnability_offline_column: str | None = field(default=None, metadata={
         "help": "learnability sampling: a column of offline success rates to start from (e.g. LearnAlign's "
                 "success_rate)"})
+    dynamic_sampling: bool = field(default=False, metadata={
+        "help": "drop groups whose rewards are all equal and refill the batch with new prompts (DAPO; rl.dynamic)"})
+    dynamic_sampling_max_rounds: int = field(default=4, metadata={
+        "help": "dynamic sampling: generation rounds per batch at most (the first included); then the batch is "
+                "completed with zero-variance groups and the step counted as a cap hit"})
+    generation_budget: int | None = field(default=None, metadata={
+        "help": "dynamic sampling: stop training before the completions generated (all ranks) would exceed this"})
+    eval_dataset: str | None = field(default=None, metadata={
+        "help": "held-out rows (the task's columns) that TRL's evaluation scores every eval_steps (eval_reward)"})
+    eval_limit: int | None = field(default=None, metadata={"help": "the first N rows of eval_dataset only"})
 
     def __post_init__(self) -> None:
         from eval.tasks import get_task
@@ -89,12 +99,23 @@ class GRPOScriptArguments:
             from curate.llm.models import check_model_path
 
             check_model_path(self.ref_model, "ref_model")  # before any work, not after the policy loads
-        for name in ("limit", "subset"):
+        for name in ("limit", "subset", "eval_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise BadInputError(f"{name} must be a positive integer, got {value}")
         if self.learnability_sampling:
             self.learnability_config()  # checked before any work
+        if self.generation_budget is not None and not self.dynamic_sampling:
+            raise BadInputError("generation_budget needs dynamic_sampling: true (plain GRPO generates one generation "
+                                "batch per step; set max_steps)")
+        if self.dynamic_sampling:
+            self.dynamic_config()
+
+    def dynamic_config(self, seed: int = 0):
+        from rl.dynamic import DynamicSamplingConfig
+
+        return DynamicSamplingConfig(max_rounds=self.dynamic_sampling_max_rounds,
+                                     generation_budget=self.generation_budget, seed=seed)
 
     def learnability_config(self):
         from rl.sampling import LearnabilityConfig
@@ -200,9 +221,10 @@ def freeze_parameters(model: Any, pattern: str) -> int:
 def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: datasets.Dataset | None = None):
     """Build the trainer, train, save to ``training_args.output_dir``; returns the trainer.
     ``dataset`` (rows with the task's columns) replaces ``script_args.dataset``."""
-    from trl import GRPOTrainer, get_peft_config
+    from trl import get_peft_config
 
     from curate.llm.models import load_tokenizer, training_model
+    from rl.online import grpo_trainer_class
 
     if not model_args.model_name_or_path:
         raise BadInputError("model_name_or_path is required")
@@ -214,12 +236,18 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
         print(f"rl.grpo: froze {frozen} parameter tensors matching '{script_args.freeze}'")
     kwargs = dict(model=model, reward_funcs=reward_functions(script_args), args=training_args, train_dataset=ds,
                   processing_class=tokenizer, peft_config=get_peft_config(model_args))
-    trainer_class, estimator = GRPOTrainer, None
+    if script_args.eval_dataset:
+        kwargs["eval_dataset"] = build_eval_dataset(script_args, training_args, tokenizer)
+    estimator = None
     if script_args.learnability_sampling:
-        trainer_class, estimator, ds = learnability_setup(script_args, training_args, kwargs, ds)
-    trainer = trainer_class(**kwargs)
+        estimator, ds = learnability_setup(script_args, training_args, kwargs, ds)
+    trainer = grpo_trainer_class(script_args.learnability_sampling, script_args.dynamic_sampling)(**kwargs)
     if estimator is not None:
         trainer.estimator, trainer.histograms = estimator, []
+    if script_args.dynamic_sampling:
+        from rl.dynamic import prepare
+
+        prepare(trainer, script_args.dynamic_config(training_args.seed))
     if script_args.ref_model and training_args.beta:
         # TRL takes π_ref from the starting policy; a staged run keeps its original model instead.
         ref = training_model(model_args, script_args.ref_model)
@@ -242,17 +270,54 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
 
         tokenizer.save_pretrained(training_args.output_dir)
         write_provenance(training_args.output_dir, script_args.dataset)  # the selection it came from
-        # The per-step logs (reward, frac_reward_zero_std, loss, ...) beside the model.
-        atomic_write_json(Path(training_args.output_dir) / "training_log.json", trainer.state.log_history)
+        # The per-step logs (reward, frac_reward_zero_std, loss, ..., completions generated) beside the model.
+        atomic_write_json(Path(training_args.output_dir) / "training_log.json", with_generations(trainer))
     if estimator is not None:
         write_learnability(trainer, estimator, Path(training_args.output_dir))
+    if script_args.dynamic_sampling:
+        write_rank_json(trainer, Path(training_args.output_dir), "dynamic_sampling",
+                        {"config": vars(trainer.dynamic), "generated": trainer.dynamic_generated,
+                         "generations": trainer.dynamic_records})
     return trainer
 
 
+def with_generations(trainer: Any) -> list[dict[str, Any]]:
+    """The trainer's log lines, each with ``generations``: the completions (all ranks) generated for
+    the steps up to its own (dynamic sampling's own count; else TRL's schedule, one generation batch
+    every ``steps_per_generation x num_iterations`` micro-steps)."""
+    import math
+
+    args = trainer.args
+    records = getattr(trainer, "dynamic_records", None)
+
+    def generations(step: int) -> int:
+        if records is not None:
+            done = [r["generated_total"] for r in records if r["step"] < step]
+            return done[-1] if done else 0
+        every = args.steps_per_generation * trainer.num_iterations
+        return math.ceil(step * args.gradient_accumulation_steps / every) * args.generation_batch_size
+
+    return [{**entry, "generations": generations(int(entry["step"]))} if "step" in entry else entry
+            for entry in trainer.state.log_history]
+
+
+def build_eval_dataset(args: GRPOScriptArguments, training_args: Any, tokenizer: Any) -> datasets.Dataset:
+    """``eval_dataset``'s rows with the task's prompts (as the training rows), for TRL's evaluation."""
+    from dataclasses import replace
+
+    rows = build_dataset(replace(args, dataset=args.eval_dataset, dataset_split="train", limit=args.eval_limit,
+                                 subset=None, learnability_sampling=False), tokenizer)
+    if args.learnability_sampling:  # marked, so that the observed reward leaves them out of the estimates
+        from rl.online import EVAL_INDEX, INDEX_COLUMN
+
+        rows = rows.add_column(INDEX_COLUMN, [EVAL_INDEX] * len(rows))
+    return rows
+
+
 def learnability_setup(args: GRPOScriptArguments, training_args: Any, kwargs: dict[str, Any],
-                       ds: datasets.Dataset) -> tuple[Any, Any, datasets.Dataset]:
-    """Learnability sampling: rows numbered (``row_index``), the correctness reward observed, the
-    sampler's trainer class (:mod:`rl.online`)."""
+                       ds: datasets.Dataset) -> tuple[Any, datasets.Dataset]:
+    """Learnability sampling: rows numbered (``row_index``), the correctness reward observed by the
+    returned estimator (:mod:`rl.online`)."""
     from rl.online import INDEX_COLUMN, attach
 
     if args.reward_names()[0] != "correct":
@@ -266,23 +331,28 @@ def learnability_setup(args: GRPOScriptArguments, training_args: Any, kwargs: di
     ds = ds.remove_columns([INDEX_COLUMN]) if INDEX_COLUMN in ds.column_names else ds
     ds = ds.add_column(INDEX_COLUMN, list(range(len(ds))))
     kwargs["train_dataset"] = ds
-    trainer_class, estimator = attach(kwargs, len(ds), args.learnability_config(), training_args.num_generations,
-                                      offline)
-    return trainer_class, estimator, ds
+    estimator = attach(kwargs, len(ds), args.learnability_config(), training_args.num_generations, offline)
+    return estimator, ds
 
 
 def write_learnability(trainer: Any, estimator: Any, out: Path) -> None:
     """``learnability.json`` (first rank; every rank's own copy under ``learnability-rank{r}.json``
     when several run, so their agreement can be checked): final estimates, groups seen per prompt,
     the histogram at every log step."""
-    from curate.core.io import atomic_write_json
-
     record = {"estimates": estimator.estimates().tolist(), "groups": estimator.groups.tolist(),
               "histograms": trainer.histograms, "config": vars(estimator.config)}
+    write_rank_json(trainer, out, "learnability", record)
+
+
+def write_rank_json(trainer: Any, out: Path, name: str, record: dict[str, Any]) -> None:
+    """``NAME.json`` by the first rank; when several run, every rank's own ``NAME-rank{r}.json``
+    too, so that their agreement can be checked."""
+    from curate.core.io import atomic_write_json
+
     if trainer.accelerator.num_processes > 1:
-        atomic_write_json(out / f"learnability-rank{trainer.accelerator.process_index}.json", record)
+        atomic_write_json(out / f"{name}-rank{trainer.accelerator.process_index}.json", record)
     if trainer.accelerator.is_main_process:
-        atomic_write_json(out / "learnability.json", record)
+        atomic_write_json(out / f"{name}.json", record)
 
 
 def make_parser():
@@ -295,7 +365,21 @@ def make_parser():
 def parse(argv: list[str] | None = None):
     from curate.llm.recipes import parse_recipe
 
-    return parse_recipe(make_parser(), sys.argv[1:] if argv is None else argv)
+    return check_run(*parse_recipe(make_parser(), sys.argv[1:] if argv is None else argv))
+
+
+def check_run(script_args: GRPOScriptArguments, training_args: Any, model_args: Any) -> tuple:
+    """The checks that need more than one config object (before any work); returns them."""
+    if script_args.eval_dataset and getattr(training_args.eval_strategy, "value", training_args.eval_strategy) == "no":
+        raise BadInputError("eval_dataset needs eval_strategy 'steps' (with eval_steps) or 'epoch'")
+    if script_args.dynamic_sampling:
+        if training_args.multi_objective_aggregation != "sum_then_normalize":
+            raise BadInputError("dynamic_sampling needs multi_objective_aggregation 'sum_then_normalize' (with "
+                                "'normalize_then_sum' equal rewards do not give zero advantages)")
+        budget, batch = script_args.generation_budget, training_args.generation_batch_size
+        if budget is not None and budget < batch:
+            raise BadInputError(f"generation_budget {budget} is smaller than one generation batch ({batch} completions)")
+    return script_args, training_args, model_args
 
 
 def main(argv: list[str] | None = None) -> int:

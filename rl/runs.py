@@ -50,9 +50,9 @@ def grpo_configs(recipe: str | os.PathLike | None = None, **fields: Any) -> GRPO
     checked as ``rl.grpo --config RECIPE`` builds them; an unknown field or a refused value is one
     :class:`BadInputError` line naming it."""
     from curate.llm.recipes import build_configs
-    from rl.grpo import make_parser
+    from rl.grpo import check_run, make_parser
 
-    return build_configs(make_parser(), grpo_fields(recipe, **fields))
+    return check_run(*build_configs(make_parser(), grpo_fields(recipe, **fields)))
 
 
 def run_grpo(configs: GRPOConfigs, dataset: datasets.Dataset | None = None):

@@ -29,6 +29,10 @@ def test_smoke_demo_runs_the_pipeline_into_a_report(tmp_path, capsys, monkeypatc
     pool = next(iter(report["pools"].values()))
     assert sum(pool[k] for k in ("p_equals_0", "p_equals_1", "learnable")) == spec.data.splits["pool"]
     assert set(report["training"]) == set(arms)  # GRPO's reward log of every arm
+    curve = report["budgets"]["arms"]["full-dynamic"]["curve"]  # the held-out curve at every step
+    assert [p["step"] for p in curve] == list(range(1, spec.train.fields["max_steps"] + 1))
+    dynamic = json.loads((out / "train" / "full-dynamic-seed0" / "model" / "dynamic_sampling.json").read_text())
+    assert len(dynamic["generations"]) == spec.train.fields["max_steps"]
     assert "| model | accuracy |" in (out / "report" / "report.md").read_text() and "| model | accuracy |" in printed
     for name in ("accuracy.png", "train_reward.png"):
         assert (out / "report" / name).read_bytes()[:4] == b"\x89PNG"
@@ -71,6 +75,8 @@ def test_demo_overrides_reach_the_pipeline_and_another_configuration_is_refused(
 
     spec = demo.load("smoke", sft_steps=7, grpo_steps=3, seed=5, workers=1, device="cpu")
     assert (spec.start.fields["max_steps"], spec.train.fields["max_steps"], spec.data.seed, spec.workers) == (7, 3, 5, 1)
+    budget = next(arm for arm in demo.load("default", grpo_steps=10).arms if "generation_budget" in arm.train)
+    assert budget.train["generation_budget"] == 10 * 32  # plain GRPO's completions at the new step count
     ran = []
     monkeypatch.setattr(pipeline, "run", lambda spec, out: ran.append(spec) or tmp_path)
     (tmp_path / "report.json").write_text("{}")

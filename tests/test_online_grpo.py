@@ -54,6 +54,24 @@ def test_the_trainer_draws_from_the_estimates_and_every_group_updates_them(tiny_
     assert len(steps) == STEPS and all(0 <= e["learnability/learnable_share"] <= 1 for e in steps)
 
 
+# Kills held-out rows taken for training groups: TRL's evaluation (eval_dataset, every eval_steps)
+# would feed the estimates, or fail on rows without a row_index.
+def test_evaluation_during_training_leaves_the_estimates_alone(tiny_model_dir, gsm8k_dir, tmp_path, monkeypatch):
+    from rl import grpo
+
+    register_coin_task(monkeypatch)
+    data = rows_with_offline_rates(tmp_path / "rows.jsonl", gsm8k_dir)
+    evals = ["--eval_dataset", str(gsm8k_dir / "test.jsonl"), "--eval_limit", "4", "--eval_strategy", "steps",
+             "--eval_steps", "1", "--per_device_eval_batch_size", "4", "--num_generations_eval", "1"]
+    assert grpo.main([*grpo_args(tiny_model_dir, data, tmp_path / "out"), *evals]) == 0
+    record = json.loads((tmp_path / "out" / "learnability.json").read_text())
+    assert sum(record["groups"]) == STEPS * PROMPTS_PER_STEP
+    logs = json.loads((tmp_path / "out" / "training_log.json").read_text())
+    assert [e["step"] for e in logs if "eval_reward" in e] == list(range(1, STEPS + 1))
+    # without dynamic sampling, one generation batch per step
+    assert [e["generations"] for e in logs if "loss" in e] == [s * PROMPTS_PER_STEP * G for s in range(1, STEPS + 1)]
+
+
 def test_learnability_settings_are_checked_before_any_work(tiny_model_dir, gsm8k_dir, tmp_path, capsys, monkeypatch):
     from rl import grpo
 

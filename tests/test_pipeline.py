@@ -189,6 +189,13 @@ def test_kills_in_every_stage_then_reruns_give_the_uninterrupted_run(finished, t
     (lambda s: s.update(eval=[{"task": "gsm8k"}, {"task": "gsm8k"}]), "give every evaluation its own name"),
     (lambda s: s.update(eval=[{"name": "a", "task": "gsm8k"}, {"name": "b", "task": "gsm9k"}]),
      "eval.b.task: unknown task 'gsm9k'"),
+    (lambda s: s.update(reference="fulll"), "reference: no arm is named 'fulll'"),
+    (lambda s: s["arms"][2].update(train={"eval_dataset": "data:test", "eval_strategy": "steps"}),
+     "arm 'full': train.eval_dataset data:test: no such split (the file has no data section)"),
+    (lambda s: s["arms"][2].update(train={"generation_budget": 100}),
+     "arm 'full': train: generation_budget needs dynamic_sampling: true"),
+    (lambda s: s["train"]["fields"].update(eval_dataset=s["dataset"]["source"]),
+     "train.fields: eval_dataset needs eval_strategy"),
 ])
 def test_a_bad_pipeline_is_one_line_before_any_work(tiny_model_dir, gsm8k_dir, tmp_path, capsys, monkeypatch,
                                                     change, message):
@@ -396,3 +403,45 @@ def test_generated_splits_are_disjoint_and_seeded(generator, key):
     assert all(list(a[key]) == list(b[key]) for a, b in zip(splits.values(), again.values()))
     other = make_splits(generator, config_class(generator)(), sizes, seed=1)
     assert list(other["test"][key]) != list(splits["test"][key])
+
+
+def test_budgets_find_the_first_eval_step_at_the_reference_accuracy():
+    # Kills a target taken from the wrong arm or the wrong point of its curve, and a step-to-target
+    # that is not the first one reaching it.
+    from curate.pipeline.report import budgets
+
+    def arm(steps, curves):
+        return {"steps": steps, "generations": [s * 10 for s in steps],
+                "curve": [[{"step": st, "generations": st * 10 * k, "accuracy": a} for st, a in c] for k, c in
+                          enumerate(curves, 1)]}
+
+    training = {"plain": arm([4, 4], [[(2, 0.2), (4, 0.5)], [(2, 0.4), (4, 0.7)]]),
+                "fast": arm([4, 4], [[(2, 0.6), (4, 0.9)], [(2, 0.6), (4, 0.2)]]),
+                "slow": arm([3, 3], [[(2, 0.1), (3, 0.2)], [(2, 0.1), (3, 0.3)]])}
+    out = budgets(training, "plain")
+    assert out["target"] == pytest.approx(0.6) and out["reference"] == "plain"
+    assert (out["arms"]["plain"]["steps_to_target"], out["arms"]["plain"]["generations_to_target"]) == (4, 60)
+    assert (out["arms"]["fast"]["steps_to_target"], out["arms"]["fast"]["generations_to_target"]) == (2, 30)
+    assert out["arms"]["slow"]["steps_to_target"] is None and out["arms"]["slow"]["steps"] == 3
+    assert budgets(training, None)["target"] is None
+
+
+def test_dynamic_sampling_arms_report_their_budget_and_held_out_curve(tiny_model_dir, gsm8k_dir, tmp_path,
+                                                                     monkeypatch):
+    spec = pipeline(tiny_model_dir, gsm8k_dir)
+    spec.update(arms=[{"name": "full"}, {"name": "full-dynamic", "train": {"dynamic_sampling": True}}],
+                reference="full")
+    spec["train"]["task"] = spec["eval"]["task"] = "gsm8k-coin"  # mixed rewards from the random model
+    spec["train"]["fields"].update(max_steps=2, eval_dataset=str(gsm8k_dir / "test.jsonl"), eval_limit=4,
+                                   eval_strategy="steps", eval_steps=1, per_device_eval_batch_size=4,
+                                   num_generations_eval=1)
+    path = write(tmp_path / "dynamic.yaml", spec)
+    assert curate_in_process(monkeypatch, 4, ["run", str(path), "--out", str(tmp_path / "out")]) == 0
+    report = json.loads((tmp_path / "out" / "report" / "report.json").read_text())
+    plain, dynamic = report["budgets"]["arms"]["full"], report["budgets"]["arms"]["full-dynamic"]
+    assert [p["step"] for p in plain["curve"]] == [p["step"] for p in dynamic["curve"]] == [1, 2]
+    assert plain["generations"] == 2 * 4 and [p["generations"] for p in plain["curve"]] == [4, 8]
+    assert dynamic["generations"] >= 8 and dynamic["generations"] % 4 == 0
+    assert report["budgets"]["target"] == plain["curve"][-1]["accuracy"] and plain["steps_to_target"] is not None
+    assert report["training"]["full-dynamic"]["zero_std_in_batch"] is not None
+    assert "## Training budget and held-out curve" in (tmp_path / "out" / "report" / "report.md").read_text()

@@ -229,6 +229,9 @@ class PipelineSpec:
     device: str = "auto"
     workers: int = 1
     accelerate: str | None = None
+    # The arm whose final held-out curve accuracy (TRL's eval_reward, with train.fields eval_dataset)
+    # is the target of every arm's steps- and generations-to-accuracy in the report.
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         if self.start is not None and self.start.tiny is not None:
@@ -252,6 +255,8 @@ class PipelineSpec:
             raise BadInputError(f"arms: names must differ, got {', '.join(names)}")
         if "start" in names:
             raise BadInputError("arms: 'start' names the untrained model; choose another arm name")
+        if self.reference is not None and self.reference not in names:
+            raise BadInputError(f"reference: no arm is named '{self.reference}'; arms: {', '.join(names)}")
         if not self.seeds:
             raise BadInputError("seeds: give at least one seed")
         if len(set(self.seeds)) < len(self.seeds):
@@ -343,10 +348,17 @@ def check_data(spec: PipelineSpec, where: str) -> None:
     splits = spec.data.splits if spec.data else {}
     named = [("dataset.source", spec.dataset.source), ("start.data", spec.start.data if spec.start else None)]
     named += [(f"eval.{e.name}.data" if len(spec.eval) > 1 else "eval.data", e.data) for e in spec.eval]
+    named += [(f"{name}.eval_dataset", fields.get("eval_dataset")) for name, fields in training_runs(spec)]
     for field_name, source in named:
         if source and source.startswith(DATA_PREFIX) and source.removeprefix(DATA_PREFIX) not in splits:
             have = f"the data section makes {', '.join(splits)}" if splits else "the file has no data section"
             raise BadInputError(f"{where}: {field_name} {source}: no such split ({have})")
+
+
+def training_runs(spec: PipelineSpec) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, fields)`` of the train section and of every arm with its own training fields."""
+    runs = [("train.fields", {})] + [(f"arm '{arm.name}': train", arm.train) for arm in spec.arms if arm.train]
+    return [(name, {**spec.train.fields, **extra}) for name, extra in runs]
 
 
 def check_training_fields(spec: PipelineSpec, where: str) -> None:
@@ -355,9 +367,7 @@ def check_training_fields(spec: PipelineSpec, where: str) -> None:
     from sft.train import sft_configs
 
     t = spec.train
-    runs = [("train.fields", {})] + [(f"arm '{arm.name}': train", arm.train) for arm in spec.arms if arm.train]
-    for name, extra in runs:
-        fields = {**t.fields, **extra}
+    for name, fields in training_runs(spec):
         try:
             if t.kind == "grpo":
                 from rl.runs import grpo_configs

@@ -293,6 +293,8 @@ def train(ctx: Context, rows: Any, selection: Path, output_dir: Path, seed: int,
     t = ctx.spec.train
     cpu = True if ctx.spec.device == "cpu" else None
     fields = {**t.fields, **(arm_fields or {})}
+    if fields.get("eval_dataset"):  # held-out rows scored during training: a data:NAME split or a source
+        fields["eval_dataset"] = ctx.source(fields["eval_dataset"])
     if t.kind == "grpo":
         from rl.runs import grpo_configs, run_grpo
 
