@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "resumes.",
     )
     demo.add_argument("--preset", default="default", choices=PRESETS,
-                      help="default: about 9 min on 2 CPU cores (15 at most); smoke: under a minute; gpu: larger, for a GPU")
+                      help="default: about 16 min on 2 CPU cores; smoke: under a minute; gpu: larger, for a GPU")
     demo.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     demo.add_argument("--seed", type=int, help="data seed (default: the preset's, 0)")
     demo.add_argument("--sft-steps", type=int, help="override the preset's SFT steps")
