@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from curate.cli import main as curate_main
-from vision.methods import METHODS, MethodEntry
+from vision.registry import FAMILIES, METHODS, MethodEntry
 from vision.run import ExperimentConfig, build_config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,7 +120,16 @@ def test_help_lists_every_registered_method_with_its_description(capsys, monkeyp
     assert exit_.value.code == 0
     text = _normal(capsys.readouterr().out)
     for name, entry in METHODS.items():
-        assert f"{name} {_normal(entry.description)}" in text
+        assert f"{name} [{entry.family}] {_normal(entry.description)}" in text
+    for family, description in FAMILIES.items():  # and names every family
+        assert f"{family} ({_normal(description)})" in text
+
+
+def test_a_method_of_an_unknown_family_is_refused_at_registration():
+    from vision.registry import register
+
+    with pytest.raises(ValueError, match="unknown family 'crowdz'"):
+        register("x", "vision.train:Method", "x", family="crowdz")
 
 
 def test_the_cli_and_its_help_load_no_torch():
@@ -137,7 +146,7 @@ from curate.cli import main
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
     main(['vision', '--help'])
 print(heavy())
-from vision.methods import build_method
+from vision.registry import build_method
 build_method('dpc')
 print(heavy())
 """

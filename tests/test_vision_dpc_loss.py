@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from vision.methods.dpc import calibrated_softmax, edl_loss
+from vision.noisy.dpc import calibrated_softmax, edl_loss
 
 
 def test_two_class_loss_equals_the_hand_computed_value():

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vision.methods.dpc import calibrated_softmax, edl_loss, logit_margins, select_by_margin
-from vision.methods.selcl import (confident_pairs, knn_votes, pair_threshold, select_examples,
+from vision.noisy.dpc import calibrated_softmax, edl_loss, logit_margins, select_by_margin
+from vision.noisy.selcl import (confident_pairs, knn_votes, pair_threshold, select_examples,
                                   supervised_contrastive)
 from vision.noise import NoiseConfig, inject
 

@@ -21,7 +21,7 @@ import torch
 
 from vision import rng
 from vision.data import ImageData, load_images
-from vision.methods import build_method
+from vision.registry import build_method
 from vision.noise import NoiseConfig, inject
 from vision.train import KILL_AFTER_EPOCH, Method, TrainConfig, fit
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vision.data import load_images
-from vision.methods import build_method
+from vision.registry import build_method
 from vision.noise import NoiseConfig, inject
 from vision.train import TrainConfig, fit
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from curate.core.io import read_yaml
 from curate.core.config import from_mapping
-from vision.methods import build_method, method_options
+from vision.registry import build_method, method_options
 from vision.noise import NoiseConfig
 from vision.train import TrainConfig
 

@@ -1,7 +1,9 @@
 """One compact training loop that every vision method plugs into.
 
-A method (:class:`Method`) may add trainable modules (a projection head), choose the samples to
-trust at the start of each epoch after warmup (``select``), and define the batch loss. The loop
+A method (:class:`Method`) may add trainable modules (a projection head, a second network), choose
+the samples to trust at the start of each epoch after warmup (``select``), define the batch loss,
+act after every optimiser step (``after_step``: a momentum encoder) and predict at test time
+(``predict``: an ensemble). The loop
 handles seeding, the device, AMP on CUDA, SGD with a cosine schedule, weak/strong augmented views,
 per-epoch checkpoints (atomic; a run resumes from its last epoch, with every random state put back,
 see :mod:`vision.rng`), tqdm, and metrics: loss, test accuracy and, when the clean labels are known,
@@ -93,6 +95,13 @@ class Method:
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return nn.functional.cross_entropy(model(batch.weak), batch.labels)
 
+    def after_step(self, model: nn.Module) -> None:
+        """Called after every optimiser step (e.g. a momentum encoder's update)."""
+
+    def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+        """Test-time logits (or probabilities; the argmax is taken), e.g. an ensemble of networks."""
+        return predict(model, images)
+
 
 @torch.no_grad()
 def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 512, features: bool = False) -> torch.Tensor:
@@ -174,8 +183,9 @@ def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, conf
             loss.backward()
             optimizer.step()
             scheduler.step()
+            method.after_step(model)
             total, count = total + float(loss.detach()) * len(rows), count + len(rows)
-        accuracy = float((predict(model, data.test_images).argmax(1).cpu() == data.test_labels).float().mean())
+        accuracy = float((method.predict(model, data.test_images).argmax(1).cpu() == data.test_labels).float().mean())
         history.append({"epoch": epoch, "loss": total / max(count, 1), "test_accuracy": accuracy,
                         "selection": selection_metrics(selected, clean), "seconds": round(time.monotonic() - started, 3)})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{accuracy:.3f}")

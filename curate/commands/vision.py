@@ -1,5 +1,5 @@
 """``curate vision METHOD --config recipes/vision/METHOD.yaml``: train one vision method. The methods,
-their help and the choices come from the registry in :mod:`vision.methods` (names and one-line
+their help and the choices come from the registry in :mod:`vision.registry` (names and one-line
 descriptions; no torch until a method runs)."""
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ import argparse
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from curate.cli import common_options
-    from vision.methods import METHODS
+    from vision.registry import FAMILIES, METHODS
 
-    parser = subparsers.add_parser("vision", help=f"vision data-curation methods ({', '.join(METHODS)})",
-                                   description="Train a vision data-curation method on noisy labels.")
+    families = "; ".join(f"{family}: {', '.join(n for n, e in METHODS.items() if e.family == family)}"
+                         for family in FAMILIES)
+    parser = subparsers.add_parser("vision", help=f"vision data-curation methods ({families})",
+                                   description="Train a vision data-curation method. Families: "
+                                               + "; ".join(f"{k} ({v})" for k, v in FAMILIES.items()) + ".")
     methods = parser.add_subparsers(dest="vision_method", metavar="METHOD", required=True)
     for name, entry in METHODS.items():
-        method = methods.add_parser(name, parents=[common_options()], help=entry.description,
-                                    description=entry.description)
+        method = methods.add_parser(name, parents=[common_options()], help=f"[{entry.family}] {entry.description}",
+                                    description=f"{entry.description} (family: {FAMILIES[entry.family]})")
         method.add_argument("--config", required=True, help="YAML: dataset, noise, train, method")
         method.add_argument("--out", help="result JSON (default: runs/vision/METHOD-DATASET.json)")
         method.add_argument("--epochs", type=int, help="override train.epochs")

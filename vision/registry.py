@@ -1,6 +1,13 @@
-"""Vision methods by name: each a :class:`vision.train.Method` (with an optional config dataclass,
-its ``config_class``) registered with a one-line description. The registry imports no method (no
-torch): a method's module is imported when it is built, so ``curate vision --help`` stays fast."""
+"""Vision methods by name, grouped by family: each registered with its family and a one-line
+description; a method is a class (with an optional config dataclass, its ``config_class``) in its
+family's package (``vision/<family>/<method>.py``). The registry imports no method (no torch): a
+method's module is imported when it is built, so ``curate vision --help`` stays fast.
+
+A family owns the training protocol where it differs from the others: noisy labels
+(:mod:`vision.noisy`, one label per sample, a selection and a loss over :func:`vision.train.fit`),
+and, as they land, learning from crowds (labels from several annotators), distillation (a
+teacher), federated learning (clients and an aggregator), dataset condensation (a synthetic set),
+active learning (a query step), multi-label and video."""
 from __future__ import annotations
 
 import importlib
@@ -14,23 +21,31 @@ if TYPE_CHECKING:
     from vision.train import Method
 
 
+FAMILIES: dict[str, str] = {
+    "noisy": "learning with noisy labels: one possibly wrong label per sample",
+}
+
+
 @dataclass(frozen=True)
 class MethodEntry:
-    target: str  # "module:Class", the Method subclass
+    target: str  # "module:Class", the method's class
     description: str  # one line, for `curate vision --help`
+    family: str = "noisy"  # a key of FAMILIES
 
 
 METHODS: dict[str, MethodEntry] = {}
 
 
-def register(name: str, target: str, description: str) -> None:
-    METHODS[name] = MethodEntry(target, description)
+def register(name: str, target: str, description: str, family: str = "noisy") -> None:
+    if family not in FAMILIES:
+        raise ValueError(f"vision method '{name}': unknown family '{family}'; families: {', '.join(FAMILIES)}")
+    METHODS[name] = MethodEntry(target, description, family)
 
 
 register("ce", "vision.train:Method", "cross-entropy baseline on every (noisy) label")
-register("selcl", "vision.methods.selcl:SelCL",
+register("selcl", "vision.noisy.selcl:SelCL",
          "Sel-CL: kNN-confident examples and pairs, selective supervised contrastive learning")
-register("dpc", "vision.methods.dpc:DPC",
+register("dpc", "vision.noisy.dpc:DPC",
          "DPC: calibrated softmax, evidential loss, large-margin (GMM) sample selection")
 
 
