@@ -1,4 +1,4 @@
-"""Online learnability for GRPO (issue 17, first part): the estimator and the prompt sampler.
+"""Online learnability for GRPO: the estimator and the prompt sampler.
 
 GRPO learns nothing from a group whose rewards are all equal (its advantages are 0), and which
 prompts give mixed groups moves as the policy trains. :class:`OnlineLearnability` keeps, for every
@@ -10,11 +10,10 @@ in proportion to the learnability ``p(1 - p)`` of the current estimates, with a 
 prompt is starved, in the index layout of TRL's ``RepeatSampler`` (each drawn prompt repeated
 ``mini_repeat_count`` times in a row, a batch of ``batch_size`` draws, the batch repeated
 ``repeat_count`` times), reading the estimates again for every batch, so groups scored between
-batches steer the next draws. :func:`informative_groups` marks the groups with reward variance
-(DAPO's dynamic-sampling filter).
+batches steer the next draws.
 
-Not here yet (issue 17): the wiring into TRL's ``GRPOTrainer`` (the sampler in its dataloader, the
-estimates updated from every rank's rewards, the refill of filtered groups) and the mini-lab arms.
+The wiring into TRL's ``GRPOTrainer`` is :mod:`rl.online`; dynamic sampling's refill is
+:mod:`rl.dynamic`.
 """
 from __future__ import annotations
 
@@ -131,12 +130,3 @@ class LearnabilitySampler:
                 for index in batch:
                     for _ in range(self.mini_repeat_count):
                         yield int(index)
-
-
-def informative_groups(rewards: np.ndarray | Sequence[Sequence[float]], atol: float = 0.0) -> np.ndarray:
-    """For a (groups, G) reward array: True where a group's rewards differ (non-zero variance, so
-    non-zero advantages); DAPO keeps only these."""
-    r = np.asarray(rewards, dtype=np.float64)
-    if r.ndim != 2 or r.shape[1] < 2:
-        raise BadInputError(f"expected rewards of shape (groups, G >= 2), got {r.shape}")
-    return (r.max(axis=1) - r.min(axis=1)) > atol

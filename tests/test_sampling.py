@@ -1,14 +1,13 @@
-"""Online learnability (rl.sampling, issue 17's first part): Beta posteriors updated from groups,
-prompts drawn in proportion to p(1 - p) with a floor, in TRL's RepeatSampler layout, reading the
-estimates again for every batch; the zero-variance group filter."""
+"""Online learnability (rl.sampling): Beta posteriors updated from groups, prompts drawn in
+proportion to p(1 - p) with a floor, in TRL's RepeatSampler layout, reading the estimates again
+for every batch (dynamic sampling's filter is tested in test_dynamic_sampling.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from curate.core.errors import BadInputError
-from rl.sampling import (MAX_LEARNABILITY, LearnabilityConfig, LearnabilitySampler, OnlineLearnability,
-                         informative_groups)
+from rl.sampling import MAX_LEARNABILITY, LearnabilityConfig, LearnabilitySampler, OnlineLearnability
 
 
 def test_estimates_are_the_beta_posterior_mean_with_prior_decay_and_offline_seed():
@@ -80,13 +79,6 @@ def test_the_sampler_has_trls_repeat_layout_and_is_seeded():
         assert all(len(set(g)) == 1 for g in groups)
     assert out == list(LearnabilitySampler(est, 3, 4, 2, 5, seed=7))
     assert out != list(LearnabilitySampler(est, 3, 4, 2, 5, seed=8))
-
-
-def test_informative_groups_keep_only_groups_with_reward_variance():
-    rewards = [[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 0], [0.5, 0.5, 0.5, 0.5], [0.5, 0.25, 0.5, 0.5]]
-    assert informative_groups(rewards).tolist() == [False, False, True, False, True]
-    with pytest.raises(BadInputError, match="shape"):
-        informative_groups([[1.0]])
 
 
 @pytest.mark.parametrize("make, message", [
