@@ -7,6 +7,7 @@ survives if they all pass. The unmutated tree must pass the same tests first.
 
     .venv/bin/python tests/mutants.py            # every mutant, two at a time
     .venv/bin/python tests/mutants.py --list
+    .venv/bin/python tests/mutants.py --check    # only: does every mutant still apply (seconds)
     .venv/bin/python tests/mutants.py --only dpc-plain-softmax packing-first-token-label
 
 Exit code 0 when every mutant is killed, 1 when one survives, 2 when a mutant no longer applies
@@ -332,8 +333,8 @@ MUTANTS: list[Mutant] = [
            'replace=True, p=self.__dict__.setdefault("frozen", self.estimator.probabilities()))',
            ("tests/test_sampling.py::test_sampling_frequencies_follow_learnability_of_the_current_estimates",)),
     Mutant("online-learnability-trl-sampler-kept", "rl/online.py",
-           "        def _get_train_sampler(self, dataset: Any = None) -> LearnabilitySampler:",
-           "        def _unused_sampler(self, dataset: Any = None) -> LearnabilitySampler:",
+           "    def _get_train_sampler(self, dataset: Any = None) -> LearnabilitySampler:",
+           "    def _unused_sampler(self, dataset: Any = None) -> LearnabilitySampler:",
            ("tests/test_online_grpo.py::test_the_trainer_draws_from_the_estimates_and_every_group_updates_them",)),
     Mutant("online-learnability-own-rank-only", "rl/online.py",
            "for part in gather(list(items), process_shard()[1])", "for part in gather(list(items), 1)",
@@ -412,10 +413,16 @@ def run_mutant(mutant: Mutant, timeout: float) -> tuple[str, float]:
     return verdict, time.monotonic() - start
 
 
+def stale_mutants(mutants: list[Mutant]) -> list[Mutant]:
+    """The mutants whose original text is not found exactly once in the checkout (the code moved on)."""
+    return [m for m in mutants if (ROOT / m.file).read_text(encoding="utf-8").count(m.original) != 1]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", help="mutant names")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--check", action="store_true", help="only check that every mutant still applies")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900, help="seconds per mutant")
     args = parser.parse_args()
@@ -424,6 +431,10 @@ def main() -> int:
         for m in MUTANTS:
             print(f"{m.name:40s} {m.file:28s} {' '.join(m.tests)}")
         return 0 if chosen else 2
+    if args.check:
+        stale = stale_mutants(chosen)
+        print("\n".join(f"stale     {m.name} ({m.file})" for m in stale) or f"all {len(chosen)} mutants apply")
+        return 2 if stale else 0
     with tempfile.TemporaryDirectory(prefix="curatekit-mutant-base-") as tmp:
         _copy_tree(Path(tmp))
         baseline = _pytest(Path(tmp), tuple(dict.fromkeys(t for m in chosen for t in m.tests)), args.timeout * 4)
