@@ -24,7 +24,8 @@ def mean_std(values: list[float]) -> str:
 
 
 def main() -> None:
-    from vision.run import load_config, run_experiment
+    from curate.core.io import read_yaml
+    from vision.run import run_experiment
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -41,7 +42,7 @@ def main() -> None:
         for method in args.methods:
             accuracies, precisions, recalls, seconds = [], [], [], []
             for seed in args.seeds:
-                config = load_config(recipes / f"{method}.yaml")
+                config = read_yaml(recipes / f"{method}.yaml", "recipe")
                 config.update(seed=seed, noise={"kind": kind, "rate": 0.4, "seed": seed})
                 config["train"] = {**config["train"], "epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
                                    "seed": seed, "device": args.device, "progress": False}
@@ -60,7 +61,7 @@ def main() -> None:
     timing = []
     if args.time_epoch_32:
         for method in args.methods:
-            config = load_config(recipes / f"{method}.yaml")
+            config = read_yaml(recipes / f"{method}.yaml", "recipe")
             config.update(image_size=32)
             config["train"] = {**config["train"], "epochs": 2, "warmup_epochs": 1, "device": args.device,
                                "progress": False}

@@ -5,7 +5,9 @@ interpreter start-up); the kill comes from the loop's own test hook, CURATEKIT_K
 
 Plausible wrong implementation killed: a checkpoint without some random state (the augmenter's
 generator, the data-order generator, the torch / numpy / python global states, a method's own
-generator), so the resumed epoch draws different crops, batches or noise than the uninterrupted one.
+generator), so the resumed epoch draws different crops, batches or noise than the uninterrupted one;
+and Sel-CL state outside the checkpoint (its momentum encoder, MoCo memory or supervised queue
+kept as plain attributes: the resumed epoch would contrast with other keys and queue entries).
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ def digits() -> tuple[ImageData, np.ndarray, np.ndarray]:
 
 
 def _method(name: str) -> Method:
+    if name == "selcl-queue":  # Sel-CL with its supervised queue in use in the resumed epoch
+        return build_method("selcl", {"queue_begin": 1})
     return EveryRng() if name == EveryRng.name else build_method(name)
 
 
@@ -92,7 +96,7 @@ def _outcome(checkpoint_dir: Path) -> tuple[list[dict], dict[str, torch.Tensor],
     return epochs, weights, set(state["rng"]["generators"])
 
 
-@pytest.mark.parametrize("name", ["selcl", "dpc", EveryRng.name])
+@pytest.mark.parametrize("name", ["selcl", "selcl-queue", "dpc", EveryRng.name])
 def test_a_run_killed_after_epoch_one_resumes_to_the_uninterrupted_result(name, digits, tmp_path):
     assert _run(name, digits, tmp_path / "straight") == 0
     assert _run(name, digits, tmp_path / "killed", kill_after=1) == -9  # SIGKILL, after the epoch-1 checkpoint
@@ -100,11 +104,15 @@ def test_a_run_killed_after_epoch_one_resumes_to_the_uninterrupted_result(name, 
     assert _run(name, digits, tmp_path / "killed") == 0  # resumes from epoch 2
     (straight, weights, generators), (resumed, resumed_weights, _) = map(_outcome, (tmp_path / "straight",
                                                                                  tmp_path / "killed"))
-    method_generators = {"selcl": {"method.pairs"}, "dpc": set(), EveryRng.name: {"method.draws"}}[name]
+    method_generators = {"selcl": {"method.pairs"}, "selcl-queue": {"method.pairs"}, "dpc": set(),
+                         EveryRng.name: {"method.draws"}}[name]
     assert generators == {"order", "augment", *method_generators}  # Sel-CL's pair sampler is checkpointed too
     assert len(straight) == 2 and (straight[1]["selection"] is not None) == (name != EveryRng.name)
     assert resumed == straight
     assert weights.keys() == resumed_weights.keys()
+    if name.startswith("selcl"):  # the encoder, the memory and the queue are in the checkpoint
+        assert {"heads.momentum_encoder.head.weight", "heads.moco_memory.feats", "heads.queue.feats",
+                "heads.queue.labels", "heads.queue.index", "heads.queue.ptr"} <= weights.keys()
     for key, value in weights.items():
         torch.testing.assert_close(resumed_weights[key], value, rtol=0, atol=1e-6, msg=key)
 
