@@ -55,6 +55,9 @@ register("crowdlayer", "vision.crowds.annotators:CrowdLayer",
 register("ccc", "vision.crowds.ccc:CCC",
          "CCC: two networks, grouped confusion corrections by look-ahead on the peer's distilled set",
          family="crowds")
+register("aidtm", "vision.crowds.aidtm:AIDTM",
+         "AIDTM: instance-dependent transition per annotator, global-to-individual transfer, GCN calibration",
+         family="crowds")
 
 
 def method_class(name: str) -> type[Method]:
