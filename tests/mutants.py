@@ -361,6 +361,10 @@ MUTANTS: list[Mutant] = [
     Mutant("aidtm-distils-everything", "vision/crowds/aidtm.py",
            "(confidence > 0.5 * (1 + threshold))", "(confidence > 0.0 * (1 + threshold))",
            ("tests/test_vision_crowds_aidtm.py::test_aidtm_runs_on_digits_and_distils_clean_labels",)),
+    Mutant("aidtm-untrained-heads", "vision/crowds/aidtm.py",
+           "opt = torch.optim.SGD([weight, bias, *net.body.parameters()]",
+           "opt = torch.optim.SGD([*net.body.parameters()]",
+           ("tests/test_vision_crowds_aidtm.py::test_heads_moved_alike_for_annotators_of_one_type",)),
     # -- pyfunc -----------------------------------------------------------------------------------
     Mutant("pyfunc-example-among-hidden-tests", "eval/tasks/pyfunc.py",
            "seen, cases = {repr(example)}, []", "seen, cases = {repr(example)}, [example]",

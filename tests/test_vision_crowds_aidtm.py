@@ -94,3 +94,47 @@ def test_aidtm_runs_on_digits_and_distils_clean_labels():
     metrics = result["crowd_metrics"]
     assert metrics["distilled"] > 100 and metrics["distilled_label_accuracy"][0] >= 0.95
     assert result["final"]["test_accuracy"] >= 0.85
+
+
+def _typed_crowd(truth: np.ndarray, k: int, per_type: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """3 annotator types, each a distinct pair flip (class c -> c + t + 1, rate 0.4); the code's
+    assignment: one random annotator per instance plus each other w.p. 1/R (about 2 labels each)."""
+    rng = np.random.default_rng(seed)
+    types = np.repeat(np.arange(3), per_type)
+    r = len(types)
+    labels = np.full((len(truth), r), MISSING)
+    for i, c in enumerate(truth):
+        who = set(np.flatnonzero(rng.random(r) < 1 / r)) | {int(rng.integers(r))}
+        for a in who:
+            labels[i, a] = (c + types[a] + 1) % k if rng.random() < 0.4 else c
+    return labels, types
+
+
+def _edge_precision(graph: np.ndarray, types: np.ndarray) -> float:
+    off = graph * (1 - np.eye(len(graph)))
+    return float(off[types[:, None] == types[None, :]].sum() / off.sum())
+
+
+def test_heads_moved_alike_for_annotators_of_one_type():
+    # Kills untrained heads (no transfer, no individual stage: every move is 0, precision near
+    # chance, 0.33). A graph on the raw heads (global + move) is NOT caught: the cosine between
+    # g + d_u and g + d_v still orders annotators by their moves here, against the spec's expectation.
+    from vision.crowds.aidtm import AIDTM
+    from vision.data import load_images
+
+    data = load_images("digits")
+    truth = data.train_labels.numpy()
+    labels, types = _typed_crowd(truth, 10, 20, seed=0)
+    torch.manual_seed(0)
+    method = AIDTM(AIDTMConfig(tm_epochs=2, transfer_epochs=2, individual_epochs=3, gcn_epochs=1, neighbours=10,
+                               rank=3, min_labels=20))
+    method.num_annotators = len(types)
+    method.modules(torch.nn.Linear(1, 1), data)
+    probs = torch.nn.functional.one_hot(data.train_labels, 10).float()  # a perfect classifier: D~ = truth
+    deltas = method.calibrate(probs, data.train_images, torch.as_tensor(labels))["deltas"]
+    none = np.zeros(len(types), bool)
+    knn = annotator_graph(deltas, k=10, rank=len(types), skipped=none)  # full rank: the kNN graph itself
+    denoised = annotator_graph(deltas, k=10, rank=3, skipped=none)
+    print(f"same-type edge precision: kNN {_edge_precision(knn, types):.3f}, rank-3 {_edge_precision(denoised, types):.3f}")
+    assert _edge_precision(knn, types) >= 0.8
+    assert _edge_precision(denoised, types) >= _edge_precision(knn, types) - 1e-9
