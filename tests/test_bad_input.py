@@ -123,7 +123,7 @@ CASES = {
     "vision crowd config with a noise section": case("curate", "vision ccc --config {in}/crowd_noise.yaml --out {out}/r.json",
                                                      "unknown field 'noise'"),
     "vision crowd regime unknown": case("curate", "vision mv --config {in}/crowd_regime.yaml --out {out}/r.json",
-                                        "annotators: regime must be one of ind, corr, got 'mixed'"),
+                                        "annotators: regime must be one of ind, corr, idn, got 'mixed'"),
     "vision --out below a file": case("curate", "vision ce --config {in}/vision.yaml --out {in}/afile/r.json",
                                       "{in}/afile is a file, not a folder"),
     # python -m sft.train

@@ -94,7 +94,7 @@ def test_a_bad_value_checked_by_the_dataclass_names_the_section(tmp_path, capsys
 
 @pytest.mark.parametrize("method, config, message", [
     # Kills a crowd experiment whose sections skip the dataclasses' own range checks.
-    ("ccc", {"annotators": {"regime": "mixed"}}, "bad.yaml: annotators: regime must be one of ind, corr, got 'mixed'"),
+    ("ccc", {"annotators": {"regime": "mixed"}}, "bad.yaml: annotators: regime must be one of ind, corr, idn, got 'mixed'"),
     ("ccc", {"method": {"groups": 0}}, "bad.yaml: method: groups must be at least 1, got 0"),
 ])
 def test_a_bad_crowd_value_names_the_section(tmp_path, capsys, no_data, method, config, message):

@@ -136,7 +136,7 @@ def test_ccc_recovers_on_digits_with_a_correlated_crowd():
 
 
 @pytest.mark.parametrize("field, value, message", [
-    ("regime", "mixed", "regime must be one of ind, corr, got 'mixed'"),
+    ("regime", "mixed", "regime must be one of ind, corr, idn, got 'mixed'"),
     ("mean_labels", 0.5, "mean_labels must be in [1, annotators], got 0.5"),
     ("alpha", 0, "alpha and beta must be positive"),
 ])
@@ -145,3 +145,28 @@ def test_bad_annotator_settings_are_refused(field, value, message):
 
     with pytest.raises(BadInputError, match=message.replace("[", r"\[").replace("(", r"\(")):
         AnnotatorConfig(**{field: value})
+
+
+def test_instance_dependent_crowd_follows_the_features():
+    # Kills an idn regime whose wrong-label distribution ignores the instance (one per class), and
+    # one that skips the normalisation (raw features: the softmax is one-hot, every error the same class).
+    from sklearn.datasets import load_digits
+
+    from curate.core.errors import BadInputError
+    from vision.crowds.annotators import _instance_noise
+
+    digits = load_digits()
+    x, y = digits.data[:600] * 16.0, digits.target[:600]  # raw 0-255-like pixels, as in the code
+    rng = np.random.default_rng(0)
+    p = _instance_noise(y, 10, x, 0.4, rng)
+    assert np.allclose(p.sum(1), 1) and np.all(p[np.arange(600), y] >= 0.4 - 1e-9)
+    wrong = p.copy()
+    wrong[np.arange(600), y] = 0
+    wrong /= wrong.sum(1, keepdims=True)
+    zeros = wrong[y == 0]
+    assert zeros.std(0).max() > 0.05  # instances of one class err differently
+    assert np.median(wrong.max(1)) < 0.9  # not one-hot: the features are normalised
+    crowd = simulate(y, 10, AnnotatorConfig(regime="idn", annotators=30, groups=3, seed=0), features=x)
+    assert (crowd.labels != MISSING).sum(1).min() >= 1 and 0.55 <= crowd.accuracy(y) <= 0.7
+    with pytest.raises(BadInputError, match="needs one feature row per instance"):
+        simulate(y, 10, AnnotatorConfig(regime="idn"))

@@ -10,6 +10,11 @@ with its own confusion matrix T_r (rows: true class, columns: given label). Regi
   spread by a Dirichlet(1);
 - ``corr``: ``groups`` latent matrices T_g drawn as above, T_r = (1 - jitter) T_g + jitter D_r with
   D_r's rows Dirichlet(1): annotators of a group err alike.
+- ``idn`` (AIDTM's code, instance-dependent, Xia et al. 2020): ``groups`` annotator types; per type,
+  W_t ~ N(0, 1)^(K x d x K) and flip rates rho_i ~ TruncNormal(flip_rate, 0.1, [0, 0.6]); instance i
+  is labelled from rho_i softmax(x_i W_t[y_i], y_i masked) + (1 - rho_i) e_(y_i), with x_i / |x_i|
+  (the code uses raw pixels, which makes the softmax one-hot). ``transitions`` then holds each
+  type's mean matrix per true class.
 
 Labels are an N x R int64 matrix, -1 where r did not label i.
 """
@@ -24,7 +29,7 @@ from torch import nn
 from curate.core.errors import BadInputError
 from vision.train import Batch, Method
 
-REGIMES = ("ind", "corr")
+REGIMES = ("ind", "corr", "idn")
 MISSING = -1
 
 
@@ -39,6 +44,7 @@ class AnnotatorConfig:
     diag_high: float = 0.9
     groups: int = 5  # corr: latent annotator groups
     jitter: float = 0.1  # corr: weight of an annotator's own Dirichlet rows
+    flip_rate: float = 0.4  # idn: mean flip rate
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,6 +59,8 @@ class AnnotatorConfig:
         if not 0 <= self.diag_low <= self.diag_high <= 1:
             raise BadInputError(f"diag_low/diag_high must satisfy 0 <= low <= high <= 1, "
                                 f"got {self.diag_low}, {self.diag_high}")
+        if not 0 <= self.flip_rate <= 0.6:
+            raise BadInputError(f"flip_rate must be in [0, 0.6], got {self.flip_rate}")
         if self.groups < 1 or not 0 <= self.jitter <= 1:
             raise BadInputError(f"groups must be >= 1 and jitter in [0, 1], got {self.groups}, {self.jitter}")
 
@@ -78,11 +86,36 @@ def _confusion(k: int, low: float, high: float, rng: np.random.Generator) -> np.
     return np.stack([np.insert(t[j], j, diagonal[j]) for j in range(k)])
 
 
-def simulate(truth: np.ndarray, num_classes: int, config: AnnotatorConfig) -> Crowd:
-    """A seeded sparse crowd for the true labels ``truth`` (see the module docstring)."""
+def _instance_noise(truth: np.ndarray, k: int, features: np.ndarray, rate: float,
+                    rng: np.random.Generator) -> np.ndarray:
+    """N x K label distributions of one annotator type (see ``idn`` in the module docstring)."""
+    from scipy.stats import truncnorm
+
+    x = features / np.linalg.norm(features, axis=1, keepdims=True).clip(1e-12)
+    flip = truncnorm.rvs((0 - rate) / 0.1, (0.6 - rate) / 0.1, loc=rate, scale=0.1, size=len(x), random_state=rng)
+    w = rng.normal(size=(k, x.shape[1], k))
+    scores = np.einsum("nd,ndk->nk", x, w[truth])
+    scores[np.arange(len(x)), truth] = -np.inf
+    others = np.exp(scores - scores.max(1, keepdims=True))
+    others /= others.sum(1, keepdims=True)
+    return flip[:, None] * others + (1 - flip)[:, None] * np.eye(k)[truth]
+
+
+def simulate(truth: np.ndarray, num_classes: int, config: AnnotatorConfig, features: np.ndarray | None = None) -> Crowd:
+    """A seeded sparse crowd for the true labels ``truth`` (see the module docstring); ``features``
+    (N x d) are needed by the ``idn`` regime."""
     rng = np.random.default_rng(config.seed)
     n, r, k = len(truth), config.annotators, num_classes
-    if config.regime == "ind":
+    kind = None
+    if config.regime == "idn":
+        if features is None or len(features) != n:
+            raise BadInputError("annotators.regime 'idn' needs one feature row per instance")
+        kind = rng.integers(config.groups, size=r)
+        noise = np.stack([_instance_noise(truth, k, features, config.flip_rate, rng) for _ in range(config.groups)])
+        mean = np.stack([[noise[t][truth == c].mean(0) if (truth == c).any() else np.eye(k)[c] for c in range(k)]
+                         for t in range(config.groups)])
+        transitions = mean[kind]
+    elif config.regime == "ind":
         transitions = np.stack([_confusion(k, config.diag_low, config.diag_high, rng) for _ in range(r)])
     else:
         shared = np.stack([_confusion(k, config.diag_low, config.diag_high, rng) for _ in range(config.groups)])
@@ -94,7 +127,8 @@ def simulate(truth: np.ndarray, num_classes: int, config: AnnotatorConfig) -> Cr
     labels = np.full((n, r), MISSING, dtype=np.int64)
     for i in range(n):
         for who in rng.choice(r, 1 + extra[i], replace=False, p=p):
-            labels[i, who] = rng.choice(k, p=transitions[who, truth[i]])
+            given = transitions[who, truth[i]] if kind is None else noise[kind[who], i]
+            labels[i, who] = rng.choice(k, p=given)
     return Crowd(labels, transitions, activity)
 
 

@@ -34,7 +34,8 @@ def run_crowd_experiment(method: Any, config: CrowdExperimentConfig) -> dict[str
 
     data = load_images(config.dataset, root=config.root, seed=config.seed, image_size=config.image_size)
     truth = data.train_labels.numpy()
-    crowd = simulate(truth, data.num_classes, config.annotators)
+    features = data.train_images.flatten(1).numpy() if config.annotators.regime == "idn" else None
+    crowd = simulate(truth, data.num_classes, config.annotators, features)
     method.num_annotators = config.annotators.annotators
     counts = crowd.counts()
     vote = majority_vote(crowd.labels, data.num_classes, config.annotators.seed)
