@@ -120,6 +120,10 @@ CASES = {
                                         "unknown field 'train.epoch' (did you mean 'train.epochs'?)"),
     "vision broken YAML": case("curate", "vision dpc --config {in}/broken.yaml",
                                "--config {in}/broken.yaml: not valid YAML: expected ',' or ']'"),
+    "vision crowd config with a noise section": case("curate", "vision ccc --config {in}/crowd_noise.yaml --out {out}/r.json",
+                                                     "unknown field 'noise'"),
+    "vision crowd regime unknown": case("curate", "vision mv --config {in}/crowd_regime.yaml --out {out}/r.json",
+                                        "annotators: regime must be one of ind, corr, idn, got 'mixed'"),
     "vision --out below a file": case("curate", "vision ce --config {in}/vision.yaml --out {in}/afile/r.json",
                                       "{in}/afile is a file, not a folder"),
     # python -m sft.train
@@ -171,6 +175,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, gsm8k_dir: Path) -> Path:
     (d / "vision.yaml").write_text("dataset: digits\ntrain: {epochs: 1}\n")
     (d / "vision_typo.yaml").write_text("dataset: digits\ntrain: {epoch: 1}\n")
     (d / "broken.yaml").write_text("dataset: [digits\n")
+    (d / "crowd_noise.yaml").write_text("dataset: digits\nnoise: {rate: 0.2}\n")
+    (d / "crowd_regime.yaml").write_text("dataset: digits\nannotators: {regime: mixed}\n")
     (d / "sft_typo.yaml").write_bytes(b"\xef\xbb\xbfmax_step: 2\n")  # with a BOM, which is fine
     return d
 

@@ -59,6 +59,11 @@ def _recipe(method: str, section: str | None = None, bad: dict | None = None) ->
     ("dpc", "method", {"treshold": 0.4}, "unknown field 'method.treshold' (did you mean 'method.threshold'?)"),
     ("ce", "method", {"k": 5}, "method 'ce' takes no options, got k"),
     ("selcl", None, {"datset": "digits"}, "unknown field 'datset' (did you mean 'dataset'?)"),
+    # the crowds family: its own sections (annotators, no noise) and the method's options
+    ("ccc", "method", {"grops": 3}, "unknown field 'method.grops' (did you mean 'method.groups'?)"),
+    ("ccc", "annotators", {"regim": "ind"}, "unknown field 'annotators.regim' (did you mean 'annotators.regime'?)"),
+    ("mv", None, {"noise": {"rate": 0.2}}, "unknown field 'noise'"),
+    ("crowdlayer", "method", {"groups": 3}, "method 'crowdlayer' takes no options, got groups"),
 ])
 def test_an_unknown_field_in_each_section_is_named(tmp_path, capsys, no_data, method, section, bad, message):
     assert message in _refused(tmp_path, capsys, method, _recipe(method, section, bad))
@@ -74,6 +79,8 @@ def test_an_unknown_field_in_each_section_is_named(tmp_path, capsys, no_data, me
     ("selcl", "method", {"k": 2.5}, "method.k: expected an integer, got 2.5"),
     ("selcl", None, {"seed": "x"}, "seed: expected an integer, got 'x'"),
     ("selcl", None, {"train": [1, 2]}, "train: expected a mapping of fields, got list"),
+    ("ccc", "annotators", {"annotators": "many"}, "annotators.annotators: expected an integer, got 'many'"),
+    ("ccc", "method", {"correction_rate": "half"}, "method.correction_rate: expected a number, got 'half'"),
 ])
 def test_a_wrong_type_names_the_field_and_the_value(tmp_path, capsys, no_data, method, section, bad, message):
     assert message in _refused(tmp_path, capsys, method, _recipe(method, section, bad))
@@ -85,13 +92,30 @@ def test_a_bad_value_checked_by_the_dataclass_names_the_section(tmp_path, capsys
     assert "bad.yaml: noise: noise rate must be in [0, 1), got 1.5" in _refused(tmp_path, capsys, "ce", config)
 
 
+@pytest.mark.parametrize("method, config, message", [
+    # Kills a crowd experiment whose sections skip the dataclasses' own range checks.
+    ("ccc", {"annotators": {"regime": "mixed"}}, "bad.yaml: annotators: regime must be one of ind, corr, idn, got 'mixed'"),
+    ("ccc", {"method": {"groups": 0}}, "bad.yaml: method: groups must be at least 1, got 0"),
+])
+def test_a_bad_crowd_value_names_the_section(tmp_path, capsys, no_data, method, config, message):
+    assert message in _refused(tmp_path, capsys, method, {**_recipe(method), **config})
+
+
 def test_recipes_load_into_typed_dataclasses():
     # Kills a loader that returns the raw dict, or that keeps ints where the dataclass says float
-    # (JSON results and checkpoint keys would then depend on how the YAML spelt a number).
+    # (JSON results and checkpoint keys would then depend on how the YAML spelt a number), and a
+    # family whose recipes load into another family's experiment (crowds: annotators, no noise).
+    from vision.crowds.experiment import CrowdExperimentConfig
+
     for method in METHODS:
         config = load_config(RECIPES / f"{method}.yaml", method)
-        assert isinstance(config, ExperimentConfig) and config.dataset == "digits"
-        assert config.train.epochs == 30 and config.noise.rate == 0.4
+        assert config.dataset == "digits" and config.train.epochs == 30
+        if METHODS[method].family == "crowds":
+            assert isinstance(config, CrowdExperimentConfig) and config.annotators.annotators == 100
+            assert type(config.annotators.mean_labels) is float
+        else:
+            assert isinstance(config, ExperimentConfig) and config.noise.rate == 0.4
+    assert set(FAMILIES) >= {METHODS[m].family for m in METHODS}
     config = build_config({"train": {"lr": 1, "epochs": 2, "warmup_epochs": 0}, "noise": {"kind": "asymmetric",
                            "mapping": [1, 0]}, "method": {"temperature": 1, "lambda_ce": "1e-1"}}, "selcl")
     assert type(config.train.lr) is float and config.noise.mapping == (1, 0)

@@ -5,6 +5,7 @@
 - ``convnet``: the ConvNet of the dataset-condensation literature (depth x [conv 3x3, instance
   norm, ReLU, avg-pool 2x2], width 128; depth 3 as in the papers' 28-32 px images, 2 under 24 px,
   1 under 12 px, so instance norm never works on a near-empty map), then a linear classifier.
+- ``mlp``: a 2-layer MLP (flatten, linear to 256, ReLU, linear classifier), for 8x8 digits.
 - ``preact_resnet18``: PreAct-ResNet-18 (He et al. 2016), the noisy-label literature's backbone.
 - any other name: a torchvision classification model (``torchvision.models.get_model``), its last
   linear layer as the classifier head.
@@ -35,6 +36,20 @@ class ConvNet(nn.Module):
         self.body = nn.Sequential(*layers, nn.Flatten())
         self.feature_dim = width * size * size
         self.classifier = nn.Linear(self.feature_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class MLP(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int, image_size: int, width: int = 256):
+        super().__init__()
+        self.feature_dim = width
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(in_channels * image_size * image_size, width), nn.ReLU())
+        self.classifier = nn.Linear(width, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -111,6 +126,7 @@ class TorchvisionBackbone(nn.Module):
 
 BACKBONES: dict[str, Callable[[int, int, int], nn.Module]] = {
     "convnet": lambda c, k, s: ConvNet(c, k, s),
+    "mlp": lambda c, k, s: MLP(c, k, s),
     "preact_resnet18": lambda c, k, s: PreActResNet18(c, k, s),
 }
 

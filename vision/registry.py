@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 FAMILIES: dict[str, str] = {
     "noisy": "learning with noisy labels: one possibly wrong label per sample",
+    "crowds": "learning from crowds: several annotators label each sample, sparsely",
 }
 
 
@@ -47,6 +48,16 @@ register("selcl", "vision.noisy.selcl:SelCL",
          "Sel-CL: kNN-confident examples and pairs, selective supervised contrastive learning")
 register("dpc", "vision.noisy.dpc:DPC",
          "DPC: calibrated softmax, evidential loss, large-margin (GMM) sample selection")
+register("mv", "vision.crowds.annotators:MajorityVote", "majority vote of the annotators, then cross-entropy",
+         family="crowds")
+register("crowdlayer", "vision.crowds.annotators:CrowdLayer",
+         "CrowdLayer: one network and a per-annotator confusion layer on its softmax", family="crowds")
+register("ccc", "vision.crowds.ccc:CCC",
+         "CCC: two networks, grouped confusion corrections by look-ahead on the peer's distilled set",
+         family="crowds")
+register("aidtm", "vision.crowds.aidtm:AIDTM",
+         "AIDTM: instance-dependent transition per annotator, global-to-individual transfer, GCN calibration",
+         family="crowds")
 
 
 def method_class(name: str) -> type[Method]:
@@ -55,6 +66,12 @@ def method_class(name: str) -> type[Method]:
         raise BadInputError(f"unknown vision method '{name}'; choose one of {', '.join(METHODS)}")
     module, _, attr = METHODS[name].target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def family(name: str) -> str:
+    if name not in METHODS:
+        raise BadInputError(f"unknown vision method '{name}'; choose one of {', '.join(METHODS)}")
+    return METHODS[name].family
 
 
 def method_options(name: str, options: dict[str, Any] | None, where: str | None = None) -> Any | None:

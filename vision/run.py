@@ -18,7 +18,7 @@ from typing import Any
 
 from curate.core.io import read_yaml
 from curate.core.config import from_mapping
-from vision.registry import build_method, method_options
+from vision.registry import build_method, family, method_options
 from vision.noise import NoiseConfig
 from vision.train import TrainConfig
 
@@ -34,9 +34,18 @@ class ExperimentConfig:
     method: dict[str, Any] = field(default_factory=dict)  # the method's options, checked by its config_class
 
 
+def experiment_class(method: str) -> type:
+    """The experiment dataclass of the method's family (crowds: annotators instead of noise)."""
+    if family(method) == "crowds":
+        from vision.crowds.experiment import CrowdExperimentConfig
+
+        return CrowdExperimentConfig
+    return ExperimentConfig
+
+
 def build_config(raw: Mapping[str, Any], method: str, where: str = "config") -> ExperimentConfig:
     """The experiment config of ``method`` from a mapping (a YAML file's); errors start with ``where``."""
-    config = from_mapping(ExperimentConfig, dict(raw) if isinstance(raw, Mapping) else raw, where)
+    config = from_mapping(experiment_class(method), dict(raw) if isinstance(raw, Mapping) else raw, where)
     options = method_options(method, config.method, where)
     config.method = {key: getattr(options, key) for key in config.method}  # as typed by the method's config
     return config
@@ -56,9 +65,13 @@ def run_experiment(method_name: str, config: ExperimentConfig | Mapping[str, Any
     from vision.noise import inject
     from vision.train import fit
 
-    if not isinstance(config, ExperimentConfig):
+    if not isinstance(config, experiment_class(method_name)):
         config = build_config(config, method_name)
     method = build_method(method_name, config.method)
+    if family(method_name) == "crowds":
+        from vision.crowds.experiment import run_crowd_experiment
+
+        return run_crowd_experiment(method, config)
     data = load_images(config.dataset, root=config.root, seed=config.seed, image_size=config.image_size)
     noise = config.noise
     features = data.train_images.flatten(1).numpy() if noise.kind == "instance" else None

@@ -71,6 +71,7 @@ class Batch:
     strong: torch.Tensor
     selected: torch.Tensor  # bool: the method trusts this sample (all True in warmup)
     epoch: int
+    lr: float = 0.0  # the optimiser's current learning rate (for look-ahead steps)
 
 
 class Method:
@@ -176,7 +177,7 @@ def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, conf
             x = images[rows]
             weak, strong = (augmenter.views(x) if augmenter else (x, x))
             batch = Batch(rows.to(device), labels[rows].to(device), weak.to(device), strong.to(device),
-                          trusted[rows].to(device), epoch)
+                          trusted[rows].to(device), epoch, optimizer.param_groups[0]["lr"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = method.loss(model, batch)
             optimizer.zero_grad(set_to_none=True)

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, entry in METHODS.items():
         method = methods.add_parser(name, parents=[common_options()], help=f"[{entry.family}] {entry.description}",
                                     description=f"{entry.description} (family: {FAMILIES[entry.family]})")
-        method.add_argument("--config", required=True, help="YAML: dataset, noise, train, method")
+        method.add_argument("--config", required=True, help="YAML: dataset, noise (or annotators), train, method")
         method.add_argument("--out", help="result JSON (default: runs/vision/METHOD-DATASET.json)")
         method.add_argument("--epochs", type=int, help="override train.epochs")
         method.add_argument("--warmup-epochs", type=int, help="override train.warmup_epochs")
@@ -43,6 +43,13 @@ def run_vision(args: argparse.Namespace) -> int:
     atomic_write_json(out, result)
     final = result["final"]
     selection = final["selection"]
+    if "annotators" in result:  # the crowds family
+        crowd = result["annotators"]
+        print(f"{args.vision_method} on {result['dataset']} ({crowd['annotators']} {crowd['regime']} annotators, "
+              f"{crowd['labels_per_instance']:.2f} labels/instance, {100 * crowd['annotation_accuracy']:.1f}% right): "
+              f"test accuracy {100 * final['test_accuracy']:.1f}%")
+        print(f"result: {out}")
+        return 0
     print(f"{args.vision_method} on {result['dataset']} ({result['noise']['kind']} noise, "
           f"{100 * result['noise']['actual_rate']:.1f}% flipped): test accuracy {100 * final['test_accuracy']:.1f}%"
           + (f"; selection precision {selection['precision']:.3f}, recall {selection['recall']:.3f} "
