@@ -7,6 +7,7 @@ method's clean-sample selection at the last epoch; optionally the time of one ep
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--time-epoch-32", action="store_true", help="also time one epoch at 32x32 per method")
     parser.add_argument("--out")
+    parser.add_argument("--dpc-options", type=json.loads, default={}, help="JSON of DPC options over the recipe's")
     args = parser.parse_args()
     recipes = Path(__file__).resolve().parents[1] / "recipes" / "vision"
     rows, runs = [], []
@@ -44,6 +46,9 @@ def main() -> None:
             for seed in args.seeds:
                 config = read_yaml(recipes / f"{method}.yaml", "recipe")
                 config.update(seed=seed, noise={"kind": kind, "rate": 0.4, "seed": seed})
+                if method == "dpc":  # the paper's settings: the ramp from warmup, negative entropy under pair flips
+                    config["method"] = {**config.get("method", {}), "rampup_start": args.warmup_epochs,
+                                        "confidence_penalty": kind == "asymmetric", **args.dpc_options}
                 config["train"] = {**config["train"], "epochs": args.epochs, "warmup_epochs": args.warmup_epochs,
                                    "seed": seed, "device": args.device, "progress": False}
                 started = time.perf_counter()
@@ -68,7 +73,8 @@ def main() -> None:
             result = run_experiment(method, config)
             timing.append({"method": method, "seconds_per_epoch_32x32": result["epochs"][-1]["seconds"]})
     command = (f"python benchmarks/vision_noisy_labels.py --seeds {' '.join(map(str, args.seeds))} "
-               f"--epochs {args.epochs} --warmup-epochs {args.warmup_epochs}")
+               f"--epochs {args.epochs} --warmup-epochs {args.warmup_epochs}"
+               + (f" --dpc-options '{json.dumps(args.dpc_options)}'" if args.dpc_options else ""))
     report("vision_noisy_labels", command,
            ["noise", "method", "test accuracy %", "selection precision %", "selection recall %", "seconds/run"],
            rows, {"runs": runs, "epoch_timing_32x32": timing}, args.out)

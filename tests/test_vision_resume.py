@@ -104,9 +104,9 @@ def test_a_run_killed_after_epoch_one_resumes_to_the_uninterrupted_result(name, 
     assert _run(name, digits, tmp_path / "killed") == 0  # resumes from epoch 2
     (straight, weights, generators), (resumed, resumed_weights, _) = map(_outcome, (tmp_path / "straight",
                                                                                  tmp_path / "killed"))
-    method_generators = {"selcl": {"method.pairs"}, "selcl-queue": {"method.pairs"}, "dpc": set(),
+    method_generators = {"selcl": {"method.pairs"}, "selcl-queue": {"method.pairs"}, "dpc": {"method.mix"},
                          EveryRng.name: {"method.draws"}}[name]
-    assert generators == {"order", "augment", *method_generators}  # Sel-CL's pair sampler is checkpointed too
+    assert generators == {"order", "augment", *method_generators}  # Sel-CL's pair sampler and DPC's mixup draws too
     assert len(straight) == 2 and (straight[1]["selection"] is not None) == (name != EveryRng.name)
     assert resumed == straight
     assert weights.keys() == resumed_weights.keys()
