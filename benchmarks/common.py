@@ -23,6 +23,15 @@ def machine() -> dict[str, Any]:
             "cpus": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(), "gpu": gpu}
 
 
+def mean_std(values: Sequence[float]) -> str:
+    """``values`` (shares) as "mean ± population std" in percent; "-" when there are none."""
+    import statistics
+
+    if not values:
+        return "-"
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.pstdev(values):.1f}"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(value: Any) -> str:
         return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -16,15 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from common import report
+from common import mean_std, report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def mean_std(values: list[float]) -> str:
-    if not values:
-        return "-"
-    return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.pstdev(values):.1f}"
 
 
 def main() -> None:
