@@ -230,14 +230,15 @@ def train(script_args: GRPOScriptArguments, training_args, model_args, dataset: 
         raise BadInputError("model_name_or_path is required")
     tokenizer = load_tokenizer(model_args.model_name_or_path, padding_side="left")
     ds = build_dataset(script_args, tokenizer, dataset)
+    eval_rows = build_eval_dataset(script_args, training_args, tokenizer) if script_args.eval_dataset else None
     model = training_model(model_args)
     if script_args.freeze:
         frozen = freeze_parameters(model, script_args.freeze)
         print(f"rl.grpo: froze {frozen} parameter tensors matching '{script_args.freeze}'")
     kwargs = dict(model=model, reward_funcs=reward_functions(script_args), args=training_args, train_dataset=ds,
                   processing_class=tokenizer, peft_config=get_peft_config(model_args))
-    if script_args.eval_dataset:
-        kwargs["eval_dataset"] = build_eval_dataset(script_args, training_args, tokenizer)
+    if eval_rows is not None:
+        kwargs["eval_dataset"] = eval_rows
     estimator = None
     if script_args.learnability_sampling:
         estimator, ds = learnability_setup(script_args, training_args, kwargs, ds)

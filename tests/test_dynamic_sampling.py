@@ -156,6 +156,10 @@ def test_dynamic_settings_are_checked_before_any_work(tiny_model_dir, gsm8k_dir,
     assert "dynamic_sampling needs multi_objective_aggregation 'sum_then_normalize'" in capsys.readouterr().err
     assert grpo.main([*args, "--eval_dataset", str(data)]) == 2
     assert "eval_dataset needs eval_strategy" in capsys.readouterr().err
+    missing = str(tmp_path / "no-such.jsonl")
+    assert grpo.main([*args, "--eval_dataset", missing, "--eval_strategy", "steps", "--eval_steps", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no-such.jsonl" in err, err
     assert not (tmp_path / "out").exists()
 
 
