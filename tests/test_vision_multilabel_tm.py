@@ -188,3 +188,28 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, section, bad, messag
     assert curate_main(["vision", "mltm", "--config", str(path), "--out", str(tmp_path / "r.json")]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err, err
+
+
+def test_least_residual_aggregation_picks_the_exact_candidate():
+    # Kills a residual aggregation that keeps the worst candidate (max for min) or reads the
+    # numerators of the wrong rate: on exact systems the true rates have zero residual.
+    rng = np.random.default_rng(3)
+    T = tm.transition(0.15, 0.25)
+    systems = []
+    for _ in range(4):
+        _, p, M = _random_case(rng)
+        systems.append((_population(T, p, M), np.diag([1 - p, p]) @ M))
+    assert tm.least_residual([(0.3, 0.1), (0.25, 0.15), (0.15, 0.25), (0.1, 0.3)], systems) == (0.15, 0.25)
+
+
+def test_known_zero_rho_is_an_off_by_default_prior():
+    # Kills a prior that is on by default (a ground-truth leak) or that zeroes the other rate.
+    assert MLTMConfig().known_zero_rho is None
+    config = yaml.safe_load(RECIPE.read_text())
+    config["train"].update(epochs=15, progress=False)
+    config["noise"] = {"rho_minus": 0.0, "rho_plus": 0.6, "seed": 0}
+    config["method"] = {**config["method"], "known_zero_rho": "minus"}
+    from vision.run import build_config
+    built = build_config(config, "mltm")
+    rates = np.array(run_multilabel_experiment(MLTM(MLTMConfig(**built.method)), built)["estimate"]["rates"])
+    assert np.all(rates[:, 0] == 0) and np.all(rates[:, 1] > 0.3)

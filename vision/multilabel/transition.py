@@ -1,6 +1,6 @@
 """Per-class 2x2 noise transition matrices of multi-label data (Li et al., NeurIPS 2022): counting,
 the bilinear solve with an auxiliary label, the validity filter, the medoid aggregation (paper
-Eq. 7), the anchor-point fallback and the estimation error. Pure numpy.
+Eq. 7) or the code's least-residual one, the anchor-point fallback and the estimation error. Pure numpy.
 
 T^j = [[1 - rho_minus, rho_minus], [rho_plus, 1 - rho_plus]] (rows clean, columns noisy).
 """
@@ -63,21 +63,42 @@ def medoid(candidates: list[tuple[float, float]]) -> tuple[float, float]:
     return tuple(points[np.abs(points[:, None] - points[None]).sum((1, 2)).argmin()])
 
 
-def estimate_class(noisy: np.ndarray, j: int, selected: np.ndarray) -> tuple[tuple[float, float] | None, int]:
+def least_residual(candidates: list[tuple[float, float]], systems: list[tuple[np.ndarray, np.ndarray]]
+                   ) -> tuple[float, float]:
+    """The authors' code: the candidate with the smallest summed residual |rho det C - numerator|
+    of the two linear equations over every auxiliary's (E, C) (p-hat not re-checked)."""
+    def residual(rates: tuple[float, float]) -> float:
+        total = 0.0
+        for E, C in systems:
+            det = C[0, 0] * C[1, 1] - C[0, 1] * C[1, 0]
+            total += abs(rates[0] * det - (C[1, 1] * E[1, 0] - C[1, 0] * E[1, 1]))
+            total += abs(rates[1] * det - (C[0, 0] * E[0, 1] - C[0, 1] * E[0, 0]))
+        return total
+    return min(candidates, key=residual)
+
+
+def estimate_class(noisy: np.ndarray, j: int, selected: np.ndarray, aggregate: str = "medoid"
+                   ) -> tuple[tuple[float, float] | None, int]:
     """(rho_minus, rho_plus) of class j from the noisy labels (n, q) of all samples and the bool
     mask of samples whose noisy y_j is taken as clean (D_s^j); None when no auxiliary label gives a
-    valid candidate. Also the number of valid candidates."""
+    valid candidate. Also the number of valid candidates. ``aggregate``: ``medoid`` (paper Eq. 7)
+    or ``residual`` (the authors' code)."""
     q = noisy.shape[1]
-    found = []
+    found, systems = [], []
     for i in range(q):
         if i == j:
             continue
         E = joint(noisy[:, j], noisy[:, i])  # on ALL samples
         M = conditional(noisy[selected, j], noisy[selected, i])  # on the clean-for-j subset
+        p = prior(E, M)
+        if np.isfinite(p) and np.all(np.isfinite(M)):
+            systems.append((E, np.diag([1 - p, p]) @ M))
         rates = candidate(E, M, q)
         if rates is not None:
             found.append(rates)
-    return (medoid(found) if found else None), len(found)
+    if not found:
+        return None, 0
+    return (medoid(found) if aggregate == "medoid" else least_residual(found, systems)), len(found)
 
 
 def anchor_rates(posterior: np.ndarray, percentile: float = 97.0) -> tuple[float, float]:
