@@ -176,6 +176,7 @@ def test_end_to_end_beats_the_identity_and_the_anchor_estimate():
     ("method", {"sample_epoch": 20}, "method.sample_epoch (20) must not exceed train.warmup_epochs (15)"),
     ("mosaic", {"topic_prob": 1.5}, "mosaic: topic_prob must be in [0, 1], got 1.5"),
     (None, {"dataset": "digits"}, "dataset must be digit_mosaics (multi-label family), got 'digits'"),
+    ("train", {"augment": True}, "train.augment: not supported by the multilabel family (got True)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, section, bad, message):
     config = yaml.safe_load(RECIPE.read_text())
@@ -213,3 +214,11 @@ def test_known_zero_rho_is_an_off_by_default_prior():
     built = build_config(config, "mltm")
     rates = np.array(run_multilabel_experiment(MLTM(MLTMConfig(**built.method)), built)["estimate"]["rates"])
     assert np.all(rates[:, 0] == 0) and np.all(rates[:, 1] > 0.3)
+
+
+def test_checkpoint_dir_is_refused_not_ignored(tmp_path, capsys):
+    # Kills a loop that accepts --checkpoint-dir and silently never resumes.
+    assert curate_main(["vision", "mltm", "--config", str(RECIPE), "--checkpoint-dir", str(tmp_path / "ck"),
+                        "--out", str(tmp_path / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "train.checkpoint_dir: not supported" in err, err

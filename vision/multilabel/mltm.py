@@ -21,6 +21,10 @@ explicit, off-by-default prior ``known_zero_rho: minus|plus``: that rate is set 
 sample of the noiseless side joins D_s^j. ``estimator``: ``ours`` (the method), ``gold`` (D_s^j = the samples whose noisy y_j is
 right: the paper's unbiased-selection reference), ``anchor`` (the fallback for every class),
 ``identity`` (T = I: plain BCE, the baseline).
+
+From :class:`vision.train.TrainConfig` it uses backbone, epochs (warm-up + Reweight), warmup_epochs,
+batch_size, lr and weight_decay (Adam), device and seed; momentum, flip and amp are unused, and
+augment or checkpoint_dir are refused (no augmentation, no resume in this loop).
 """
 from __future__ import annotations
 
@@ -167,6 +171,9 @@ def run_multilabel_experiment(method: MLTM, config: MultiLabelExperimentConfig) 
     from vision.multilabel.mosaics import digit_mosaics, flip
 
     options, train = method.config, config.train
+    if train.checkpoint_dir or train.augment:  # not in this loop: refused rather than ignored
+        field_ = "checkpoint_dir" if train.checkpoint_dir else "augment"
+        raise BadInputError(f"train.{field_}: not supported by the multilabel family (got {getattr(train, field_)!r})")
     if options.estimator != "identity" and options.sample_epoch > train.warmup_epochs:
         raise BadInputError(f"method.sample_epoch ({options.sample_epoch}) must not exceed train.warmup_epochs "
                             f"({train.warmup_epochs})")
