@@ -109,10 +109,14 @@ def test_recipes_load_into_typed_dataclasses():
 
     for method in METHODS:
         config = load_config(RECIPES / f"{method}.yaml", method)
-        assert config.dataset == "digits" and config.train.epochs == 30
+        assert config.dataset in ("digits", "digit_mosaics") and config.train.epochs == 30
         if METHODS[method].family == "crowds":
             assert isinstance(config, CrowdExperimentConfig) and config.annotators.annotators == 100
             assert type(config.annotators.mean_labels) is float
+        elif METHODS[method].family == "multilabel":  # mosaics and per-class flips, no noise.rate
+            from vision.multilabel.mltm import MultiLabelExperimentConfig
+
+            assert isinstance(config, MultiLabelExperimentConfig) and config.noise.rho_minus == 0.2
         else:
             assert isinstance(config, ExperimentConfig) and config.noise.rate == 0.4
     assert set(FAMILIES) >= {METHODS[m].family for m in METHODS}

@@ -7,7 +7,8 @@ A family owns the training protocol where it differs from the others: noisy labe
 (:mod:`vision.noisy`, one label per sample, a selection and a loss over :func:`vision.train.fit`),
 and, as they land, learning from crowds (labels from several annotators), distillation (a
 teacher), federated learning (clients and an aggregator), dataset condensation (a synthetic set),
-active learning (a query step), multi-label and video."""
+active learning (a query step), video; multi-label learning (:mod:`vision.multilabel`: a
+multi-hot target, BCE, per-class 2x2 noise)."""
 from __future__ import annotations
 
 import importlib
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {
     "noisy": "learning with noisy labels: one possibly wrong label per sample",
     "crowds": "learning from crowds: several annotators label each sample, sparsely",
+    "multilabel": "multi-label learning: a multi-hot target per sample, each class's label possibly flipped",
 }
 
 
@@ -58,6 +60,9 @@ register("ccc", "vision.crowds.ccc:CCC",
 register("aidtm", "vision.crowds.aidtm:AIDTM",
          "AIDTM: instance-dependent transition per annotator, global-to-individual transfer, GCN calibration",
          family="crowds")
+register("mltm", "vision.multilabel.mltm:MLTM",
+         "noisy multi-label T estimation: small-loss selection, bilinear solve with label correlations, Reweight",
+         family="multilabel")
 
 
 def method_class(name: str) -> type[Method]:

@@ -35,11 +35,16 @@ class ExperimentConfig:
 
 
 def experiment_class(method: str) -> type:
-    """The experiment dataclass of the method's family (crowds: annotators instead of noise)."""
+    """The experiment dataclass of the method's family (crowds: annotators instead of noise;
+    multilabel: mosaics and per-class flips)."""
     if family(method) == "crowds":
         from vision.crowds.experiment import CrowdExperimentConfig
 
         return CrowdExperimentConfig
+    if family(method) == "multilabel":
+        from vision.multilabel.mltm import MultiLabelExperimentConfig
+
+        return MultiLabelExperimentConfig
     return ExperimentConfig
 
 
@@ -72,6 +77,10 @@ def run_experiment(method_name: str, config: ExperimentConfig | Mapping[str, Any
         from vision.crowds.experiment import run_crowd_experiment
 
         return run_crowd_experiment(method, config)
+    if family(method_name) == "multilabel":
+        from vision.multilabel.mltm import run_multilabel_experiment
+
+        return run_multilabel_experiment(method, config)
     data = load_images(config.dataset, root=config.root, seed=config.seed, image_size=config.image_size)
     noise = config.noise
     features = data.train_images.flatten(1).numpy() if noise.kind == "instance" else None

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, entry in METHODS.items():
         method = methods.add_parser(name, parents=[common_options()], help=f"[{entry.family}] {entry.description}",
                                     description=f"{entry.description} (family: {FAMILIES[entry.family]})")
-        method.add_argument("--config", required=True, help="YAML: dataset, noise (or annotators), train, method")
+        method.add_argument("--config", required=True, help="YAML: dataset, noise (or annotators; multilabel: mosaic, noise), train, method")
         method.add_argument("--out", help="result JSON (default: runs/vision/METHOD-DATASET.json)")
         method.add_argument("--epochs", type=int, help="override train.epochs")
         method.add_argument("--warmup-epochs", type=int, help="override train.warmup_epochs")
@@ -42,12 +42,19 @@ def run_vision(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/vision/{args.vision_method}-{config.dataset}.json")
     atomic_write_json(out, result)
     final = result["final"]
-    selection = final["selection"]
+    selection = final.get("selection")
     if "annotators" in result:  # the crowds family
         crowd = result["annotators"]
         print(f"{args.vision_method} on {result['dataset']} ({crowd['annotators']} {crowd['regime']} annotators, "
               f"{crowd['labels_per_instance']:.2f} labels/instance, {100 * crowd['annotation_accuracy']:.1f}% right): "
               f"test accuracy {100 * final['test_accuracy']:.1f}%")
+        print(f"result: {out}")
+        return 0
+    if "estimate" in result:  # the multilabel family
+        noise, estimate = result["noise"], result["estimate"]
+        print(f"{args.vision_method} on {result['dataset']} (rho- {noise['rho_minus']}, rho+ {noise['rho_plus']}): "
+              f"T estimation error {estimate['error']:.3f} (identity {estimate['identity_error']:.3f}, "
+              f"{len(estimate['fallback_classes'])} classes on the fallback); test mAP {100 * final['test_map']:.1f}%")
         print(f"result: {out}")
         return 0
     print(f"{args.vision_method} on {result['dataset']} ({result['noise']['kind']} noise, "
