@@ -15,7 +15,6 @@ from vision.multilabel import transition as tm
 from vision.multilabel.mltm import (MLTM, MLTMConfig, MultiLabelExperimentConfig, reweight_loss,
                                     run_multilabel_experiment, small_loss_selection)
 from vision.multilabel.mosaics import FlipConfig, MosaicConfig, digit_mosaics, flip
-from vision.train import TrainConfig
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "vision" / "mltm.yaml"
 
