@@ -18,6 +18,7 @@ from typing import Any
 
 from curate.core.io import read_yaml
 from curate.core.config import from_mapping
+from curate.core.errors import BadInputError
 from vision.registry import build_method, family, method_options
 from vision.noise import NoiseConfig
 from vision.train import TrainConfig
@@ -32,6 +33,14 @@ class ExperimentConfig:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     method: dict[str, Any] = field(default_factory=dict)  # the method's options, checked by its config_class
+    # > 0: hold out this share of the (noisy) training set and report accuracy against its NOISY
+    # labels in place of the test set: model selection without clean labels (under class-
+    # conditional noise that accuracy ranks models like clean accuracy); the test set is unused.
+    validation: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.validation < 1:
+            raise BadInputError(f"validation must be in [0, 1), got {self.validation}")
 
 
 def experiment_class(method: str) -> type:
@@ -87,4 +96,25 @@ def run_experiment(method_name: str, config: ExperimentConfig | Mapping[str, Any
     noisy = inject(data.train_labels.numpy(), data.num_classes, noise, features=features)
     extra = {"noise": {**asdict(noise), "actual_rate": noisy.actual_rate,
                      "transition": noisy.transition.round(4).tolist()}}
-    return fit(method, data, noisy.labels, config.train, clean=noisy.is_clean, extra=extra)
+    labels, clean = noisy.labels, noisy.is_clean
+    if config.validation > 0:
+        data, labels, clean = noisy_validation_split(data, labels, clean, config.validation, config.seed)
+        extra["evaluated_on"] = f"noisy validation ({len(data.test_labels)} held-out training images)"
+    return fit(method, data, labels, config.train, clean=clean, extra=extra)
+
+
+def noisy_validation_split(data, labels, clean, share: float, seed: int):
+    """(data, labels, clean) with a seeded ``share`` of the training images moved to the test slot
+    under their noisy labels; the real test set is dropped."""
+    import numpy as np
+    import torch
+
+    from vision.data import ImageData
+
+    order = np.random.default_rng([seed, 7]).permutation(len(labels))
+    cut = max(1, int(round(share * len(labels))))
+    held, kept = np.sort(order[:cut]), np.sort(order[cut:])
+    split = ImageData(data.train_images[kept], data.train_labels[kept], data.train_images[held],
+                      torch.as_tensor(np.asarray(labels)[held], dtype=torch.long), data.num_classes,
+                      f"{data.name}-noisy-validation")
+    return split, np.asarray(labels)[kept], (None if clean is None else np.asarray(clean)[kept])
