@@ -184,3 +184,33 @@ print(heavy())
     before, after = result.stdout.splitlines()
     assert before == "[]"
     assert "torch" in after
+
+
+def test_noisy_validation_holds_out_training_images_under_their_noisy_labels():
+    # Kills a split that scores the held-out part with its clean labels (clean-label leakage), one
+    # that touches the test set, or one whose held-out rows stay in training.
+    import numpy as np
+    import torch
+
+    from vision.data import ImageData
+    from vision.run import noisy_validation_split
+
+    n = 50
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 1, 2, 2).clone()
+    clean_labels = torch.arange(n) % 5
+    noisy = (clean_labels.numpy() + (np.arange(n) % 2)) % 5  # every other label is wrong
+    data = ImageData(images, clean_labels, torch.full((7, 1, 2, 2), -1.0), torch.zeros(7, dtype=torch.long), 5, "toy")
+    split, labels, clean = noisy_validation_split(data, noisy, noisy == clean_labels.numpy(), 0.2, seed=3)
+    held = split.test_images[:, 0, 0, 0].long().numpy()
+    kept = split.train_images[:, 0, 0, 0].long().numpy()
+    assert len(held) == 10 and len(kept) == 40 and not set(held) & set(kept)
+    assert (split.test_labels.numpy() == noisy[held]).all()  # the noisy labels, not the clean ones
+    assert (labels == noisy[kept]).all() and (clean == (noisy == clean_labels.numpy())[kept]).all()
+    assert (split.test_images >= 0).all()  # nothing of the real test set
+    again = noisy_validation_split(data, noisy, None, 0.2, seed=3)[0]
+    assert torch.equal(again.test_images, split.test_images)
+
+
+def test_validation_share_is_checked():
+    with pytest.raises(Exception, match="validation must be in \\[0, 1\\), got 1.5"):
+        build_config({"validation": 1.5}, "ce")
