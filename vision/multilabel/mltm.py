@@ -13,14 +13,22 @@
 4. Reweight from the warm-up epoch of lowest noisy-val BCE, fresh Adam; the epoch of best noisy-val
    mAP is kept (10% of the noisy train set held out).
 
-Deviations (stated): the fallback, for a class with < ``min_selected`` selected positives or
-negatives or no valid candidate, is the anchor-point estimate (T-estimator, 97th percentile) on the
-best warm-up epoch's posteriors, not Dual-T (the code keeps a zero T for the first case); posteriors
-are recorded on un-augmented images; the code's known-zero-rho step (it reads the TRUE T) is an
+The fallback, for a class with < ``min_selected`` selected positives or negatives or no valid
+candidate, is Dual-T (:func:`vision.multilabel.transition.dual_t_rates`) as in the paper, for both
+cases (the code keeps a zero T for the first); ``fallback: anchor`` uses the anchor-point estimate
+(T-estimator, ``anchor_percentile``) instead. The result lists the classes that took it
+(``fallback_classes``) and which one (``fallback``).
+
+Deviations (stated): both fallbacks read the posteriors of the warm-up epoch of lowest noisy-val
+BCE over all classes (the code: per class), on the training split; in Dual-T's counted T_spade a
+y' value no sample takes keeps an identity row (the code: a zero row); posteriors are recorded on
+un-augmented images; the code's known-zero-rho step (it reads the TRUE T) is an
 explicit, off-by-default prior ``known_zero_rho: minus|plus``: that rate is set to 0 and every
 sample of the noiseless side joins D_s^j. ``estimator``: ``ours`` (the method), ``gold`` (D_s^j = the samples whose noisy y_j is
-right: the paper's unbiased-selection reference), ``anchor`` (the fallback for every class),
-``identity`` (T = I: plain BCE, the baseline).
+right: the paper's unbiased-selection reference), ``anchor`` (the anchor-point estimate for every class),
+``dualt`` (Dual-T for every class), ``identity`` (T = I: plain BCE, the baseline). Every result also
+reports the errors of the identity guess and of Dual-T on the same warm-up (``identity_error``,
+``dualt_error``).
 
 From :class:`vision.train.TrainConfig` it uses backbone, epochs (warm-up + Reweight), warmup_epochs,
 batch_size, lr and weight_decay (Adam), device and seed; momentum, flip and amp are unused, and
@@ -42,7 +50,8 @@ from vision.multilabel.mosaics import FlipConfig, MosaicConfig
 from vision.multilabel import transition as tm
 from vision.train import TrainConfig
 
-ESTIMATORS = ("ours", "gold", "anchor", "identity")
+ESTIMATORS = ("ours", "gold", "anchor", "dualt", "identity")
+FALLBACKS = ("dualt", "anchor")
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,7 @@ class MLTMConfig:
     gmm_tol: float = 1e-2
     reg_covar: float = 5e-4
     min_selected: int = 50  # selected positives and negatives a class needs, else the fallback
+    fallback: str = "dualt"  # the paper's; "anchor": the T-estimator
     anchor_percentile: float = 97.0
     val_fraction: float = 0.1
     clip_norm: float = 10.0
@@ -66,6 +76,8 @@ class MLTMConfig:
             raise BadInputError(f"estimator must be one of {', '.join(ESTIMATORS)}, got '{self.estimator}'")
         if self.aggregate not in ("medoid", "residual"):
             raise BadInputError(f"aggregate must be medoid or residual, got '{self.aggregate}'")
+        if self.fallback not in FALLBACKS:
+            raise BadInputError(f"fallback must be one of {', '.join(FALLBACKS)}, got '{self.fallback}'")
         if self.known_zero_rho not in (None, "minus", "plus"):
             raise BadInputError(f"known_zero_rho must be minus, plus or null, got '{self.known_zero_rho}'")
         if not 1 <= self.window <= self.sample_epoch:
@@ -132,21 +144,37 @@ def small_loss_selection(history: np.ndarray, noisy: np.ndarray, config: MLTMCon
     return selected
 
 
+def fallback_method(config: MLTMConfig) -> str | None:
+    """The estimate of the classes the selection cannot serve: ``config.fallback`` for ours and gold,
+    the estimator itself for anchor and dualt (every class), None for identity."""
+    if config.estimator in ("ours", "gold"):
+        return config.fallback
+    return None if config.estimator == "identity" else config.estimator
+
+
+def baseline_rates(noisy: np.ndarray, posterior: np.ndarray, method: str, percentile: float) -> np.ndarray:
+    """Rates (q, 2) of every class by ``anchor`` or ``dualt`` from the warm-up posteriors (n, q)."""
+    if method == "anchor":
+        return np.array([tm.anchor_rates(posterior[:, j], percentile) for j in range(noisy.shape[1])])
+    return np.array([tm.dual_t_rates(posterior[:, j], noisy[:, j], percentile) for j in range(noisy.shape[1])])
+
+
 def estimate(noisy: np.ndarray, selected: np.ndarray | None, posterior: np.ndarray, config: MLTMConfig
              ) -> tuple[np.ndarray, list[int]]:
-    """Rates (q, 2) = (rho_minus, rho_plus) per class and the classes that took the fallback;
-    ``selected`` None: the fallback everywhere."""
-    rates, fallback = np.zeros((noisy.shape[1], 2)), []
+    """Rates (q, 2) = (rho_minus, rho_plus) per class and the classes that took the fallback
+    (:func:`fallback_method`); ``selected`` None: the fallback everywhere."""
+    rates = baseline_rates(noisy, posterior, fallback_method(config), config.anchor_percentile)
+    if selected is None:
+        return rates, list(range(noisy.shape[1]))
+    fallback = []
     for j in range(noisy.shape[1]):
-        found = None
-        if selected is not None:
-            chosen = noisy[selected[:, j], j]
-            if min(int(chosen.sum()), int(len(chosen) - chosen.sum())) >= config.min_selected:
-                found, _ = tm.estimate_class(noisy, j, selected[:, j], config.aggregate)
+        found, chosen = None, noisy[selected[:, j], j]
+        if min(int(chosen.sum()), int(len(chosen) - chosen.sum())) >= config.min_selected:
+            found, _ = tm.estimate_class(noisy, j, selected[:, j], config.aggregate)
         if found is None:
             fallback.append(j)
-            found = tm.anchor_rates(posterior[:, j], config.anchor_percentile)
-        rates[j] = found
+        else:
+            rates[j] = found
     return rates, fallback
 
 
@@ -235,6 +263,7 @@ def run_multilabel_experiment(method: MLTM, config: MultiLabelExperimentConfig) 
         if options.known_zero_rho:
             rates[:, 0 if options.known_zero_rho == "minus" else 1] = 0.0
     estimated = np.stack([tm.transition(*r) for r in rates])
+    dualt = baseline_rates(noisy[fit_rows], posterior, "dualt", options.anchor_percentile)  # the reference
     model.load_state_dict(best["state"])
     more, best2, _ = run_epochs(train.epochs - train.warmup_epochs,
                                 torch.as_tensor(rates, dtype=torch.float32, device=device), "reweight")
@@ -251,6 +280,7 @@ def run_multilabel_experiment(method: MLTM, config: MultiLabelExperimentConfig) 
                       "true_transition": true_t[0].tolist()},
             "estimate": {"rates": rates.round(4).tolist(), "error": tm.estimation_error(true_t, estimated),
                          "identity_error": tm.estimation_error(true_t, np.stack([np.eye(2)] * len(true_t))),
-                         "fallback_classes": fallback, "selection": picked},
+                         "dualt_error": tm.estimation_error(true_t, np.stack([tm.transition(*r) for r in dualt])),
+                         "fallback_classes": fallback, "fallback": fallback_method(options), "selection": picked},
             "epochs": history + [{**h, "epoch": h["epoch"] + train.warmup_epochs} for h in more],
             "final": {"test_map": final["map"], "test_cf1": final["cf1"], "test_of1": final["of1"]}}

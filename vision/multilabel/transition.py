@@ -1,6 +1,7 @@
 """Per-class 2x2 noise transition matrices of multi-label data (Li et al., NeurIPS 2022): counting,
 the bilinear solve with an auxiliary label, the validity filter, the medoid aggregation (paper
-Eq. 7) or the code's least-residual one, the anchor-point fallback and the estimation error. Pure numpy.
+Eq. 7) or the code's least-residual one, the anchor-point and Dual-T fallbacks and the estimation error.
+Pure numpy.
 
 T^j = [[1 - rho_minus, rho_minus], [rho_plus, 1 - rho_plus]] (rows clean, columns noisy).
 """
@@ -107,6 +108,19 @@ def anchor_rates(posterior: np.ndarray, percentile: float = 97.0) -> tuple[float
     rho_plus = 1 - P(noisy=1|x) at the most surely positive ones (the pct percentile)."""
     return (float(np.clip(np.percentile(posterior, 100 - percentile), 0, 1)),
             float(np.clip(1 - np.percentile(posterior, percentile), 0, 1)))
+
+
+def dual_t_rates(posterior: np.ndarray, noisy: np.ndarray, percentile: float = 97.0) -> tuple[float, float]:
+    """Dual-T (Yao et al., NeurIPS 2020) of one class from its noisy posteriors P(noisy=1|x) and noisy
+    0/1 labels on the same (training) samples. Intermediate label y' = 1[posterior > 0.5];
+    T_club (rows clean -> y') = the anchor-point estimate on the posteriors; T_spade (rows y' ->
+    noisy) counted (a y' value no sample takes keeps an identity row); T = T_club @ T_spade."""
+    club = transition(*anchor_rates(posterior, percentile))
+    spade = conditional((posterior > 0.5).astype(int), noisy)
+    empty = np.isnan(spade).any(1)
+    spade[empty] = np.eye(2)[empty]
+    T = club @ spade
+    return float(T[0, 1]), float(T[1, 0])
 
 
 def estimation_error(true: np.ndarray, estimate: np.ndarray) -> float:
