@@ -477,6 +477,10 @@ MUTANTS: list[Mutant] = [
            "opt = torch.optim.SGD([weight, bias, *net.body.parameters()]",
            "opt = torch.optim.SGD([*net.body.parameters()]",
            ("tests/test_vision_crowds_aidtm.py::test_heads_moved_alike_for_annotators_of_one_type",)),
+    Mutant("aidtm-gcn-identity-adjacency", "vision/crowds/aidtm.py",
+           "net.adjacency.copy_(torch.as_tensor(normalise(graph), dtype=net.adjacency.dtype))",
+           "net.adjacency.copy_(torch.eye(len(graph), dtype=net.adjacency.dtype))",
+           ("tests/test_vision_crowds_aidtm.py::test_gcn_heads_beat_individual_heads_on_held_out_labels_of_sparse_annotators",)),
     # -- pyfunc -----------------------------------------------------------------------------------
     Mutant("pyfunc-example-among-hidden-tests", "eval/tasks/pyfunc.py",
            "seen, cases = {repr(example)}, []", "seen, cases = {repr(example)}, [example]",
