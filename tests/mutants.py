@@ -481,6 +481,12 @@ MUTANTS: list[Mutant] = [
            "net.adjacency.copy_(torch.as_tensor(normalise(graph), dtype=net.adjacency.dtype))",
            "net.adjacency.copy_(torch.eye(len(graph), dtype=net.adjacency.dtype))",
            ("tests/test_vision_crowds_aidtm.py::test_gcn_heads_beat_individual_heads_on_held_out_labels_of_sparse_annotators",)),
+    Mutant("aidtm-gcn-residual-ignored", "vision/crowds/aidtm.py",
+           "return (u + self.head.weight, b + self.head.bias) if self.residual else (u, b)", "return u, b",
+           ("tests/test_vision_crowds_aidtm.py::test_residual_gcn_heads_start_at_the_global_head",)),
+    Mutant("aidtm-holdout-leaks", "vision/crowds/aidtm.py",
+           "    kept[r, w] = MISSING\n", "",
+           ("tests/test_vision_crowds_aidtm.py::test_hold_out_partitions_the_observed_pairs_and_is_scored_per_annotator",)),
     # -- pyfunc -----------------------------------------------------------------------------------
     Mutant("pyfunc-example-among-hidden-tests", "eval/tasks/pyfunc.py",
            "seen, cases = {repr(example)}, []", "seen, cases = {repr(example)}, [example]",

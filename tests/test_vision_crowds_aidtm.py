@@ -64,6 +64,16 @@ def test_hold_out_partitions_the_observed_pairs_and_is_scored_per_annotator():
         AIDTMConfig(holdout=1)
 
 
+def test_residual_gcn_heads_start_at_the_global_head():
+    # Kills a gcn_residual option that is parsed but not applied (the heads would start near 0).
+    torch.manual_seed(0)
+    net = TransitionNet(8, 3, 5, AIDTMConfig(width=8, feature_dim=4, hidden=2, gcn_residual=True))
+    with torch.no_grad():
+        net.theta2.zero_()
+    u, b = net.gcn_heads()
+    assert torch.equal(u, net.head.weight.expand(5, -1, -1)) and torch.equal(b, net.head.bias.expand(5, -1))
+
+
 def test_the_global_stage_recovers_a_shared_transition_matrix():
     # Kills swapped roles (fitting T[y~, y^] instead of T[y^, y~]): T is asymmetric, so the
     # recovered matrix would be off by far more than 0.05 per row.

@@ -24,6 +24,8 @@ final joint stage still sees every annotation. On a Beta-sparse digits crowd the
 the individual ones for sparse annotators only when the GCN stage is trained enough
 (``gcn_epochs`` 40, ``gcn_lr`` 0.05; tests/test_vision_crowds_aidtm.py); at the code's 10 epochs
 and lr 0.01 they stay close to one shared head, and an identity adjacency does as well.
+``gcn_residual`` (off, as in the code, where the residual is commented out) adds the global head
+to every GCN head, so calibration starts from the transferred global head.
 
 Deviations (toolkit): the classifier is not re-initialised and the code's stage-5 (global
 correction) and stage-6b classifier trainings are folded: the individual heads are trained
@@ -58,6 +60,7 @@ class AIDTMConfig:
     width: int = 256
     tm_lr: float = 0.01
     gcn_lr: float | None = None  # the GCN stage's learning rate (None: tm_lr, as in the code)
+    gcn_residual: bool = False  # GCN heads = global head + GCN output (the code's commented-out residual)
     tm_batch: int = 128
     holdout: float = 0.0  # share of the observed pairs kept from stages 3-8 to score the heads on
     sparse_labels: int = 10  # annotators with at most this many training labels count as sparse
@@ -146,16 +149,18 @@ class TransitionNet(nn.Module):
         self.theta2 = nn.Parameter(torch.randn(config.hidden, d * k2 + k2) * 0.01)
         self.register_buffer("adjacency", torch.eye(annotators))  # normalised A^
         self.register_buffer("calibrated", torch.tensor(False))
-        self.d, self.k2 = d, k2
+        self.d, self.k2, self.residual = d, k2, config.gcn_residual
 
     def global_heads(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head.weight.expand(n, -1, -1), self.head.bias.expand(n, -1)
 
     def gcn_heads(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Psi = A^ LeakyReLU(A^ Theta1) Theta2, split into every annotator's (U_r, b_r)."""
+        """Psi = A^ LeakyReLU(A^ Theta1) Theta2, split into every annotator's (U_r, b_r) (plus the
+        global head's with ``gcn_residual``)."""
         a = self.adjacency
         psi = a @ nn.functional.leaky_relu(a @ self.theta1, 0.2) @ self.theta2
-        return psi[:, :self.d * self.k2].view(-1, self.k2, self.d), psi[:, self.d * self.k2:]
+        u, b = psi[:, :self.d * self.k2].view(-1, self.k2, self.d), psi[:, self.d * self.k2:]
+        return (u + self.head.weight, b + self.head.bias) if self.residual else (u, b)
 
 
 def distill(probs: torch.Tensor, threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
