@@ -46,6 +46,15 @@ def test_beta_sparse_crowd_has_a_long_tail_and_the_asked_mean():
     assert np.array_equal(again.labels, simulate(truth, 10, AnnotatorConfig(seed=2)).labels)  # seeded
 
 
+def test_uniform_assignment_has_no_sparse_annotators():
+    # Kills a uniform option that still weights annotators by their Beta activity (a long tail).
+    truth = np.random.default_rng(0).integers(0, 10, 1500)
+    crowd = simulate(truth, 10, AnnotatorConfig(annotators=100, mean_labels=2.5, assignment="uniform", seed=0))
+    counts = crowd.counts()
+    assert abs((crowd.labels != MISSING).sum(1).mean() - 2.5) <= 0.05 * 2.5
+    assert counts.min() >= 0.3 * counts.mean() and counts.max() <= 2 * counts.mean()  # Poisson-like, mean 37.5
+
+
 def test_majority_vote_counts_and_breaks_ties_by_seed():
     labels = np.array([[1, 1, 2], [0, MISSING, MISSING], [MISSING] * 3, [3, 4, MISSING]])
     vote = majority_vote(labels, 5, seed=0)
@@ -139,6 +148,7 @@ def test_ccc_recovers_on_digits_with_a_correlated_crowd():
     ("regime", "mixed", "regime must be one of ind, corr, idn, got 'mixed'"),
     ("mean_labels", 0.5, "mean_labels must be in [1, annotators], got 0.5"),
     ("alpha", 0, "alpha and beta must be positive"),
+    ("assignment", "zipf", "assignment must be one of beta, uniform, got 'zipf'"),
 ])
 def test_bad_annotator_settings_are_refused(field, value, message):
     from curate.core.errors import BadInputError

@@ -37,6 +37,43 @@ def test_identity_transitions_give_the_masked_cross_entropy():
     assert torch.allclose(corrected_nll(logits.softmax(1)[rows], identity, noisy), torch.stack(by_hand).mean(), atol=1e-6)
 
 
+def test_hold_out_partitions_the_observed_pairs_and_is_scored_per_annotator():
+    # Kills a hold-out that leaks held pairs into training or draws unobserved entries, and a
+    # per-annotator score averaged over the wrong annotator's pairs.
+    import pytest
+
+    from curate.core.errors import BadInputError
+    from vision.crowds.aidtm import heldout_nll, hold_out
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(-1, 3, (40, 4), generator=g)
+    labels[:, 3] = MISSING  # annotator 3 labels nothing
+    kept, held = hold_out(labels, 0.25, torch.Generator().manual_seed(1))
+    seen = labels != MISSING
+    assert not ((kept != MISSING) & (held != MISSING)).any()
+    assert torch.equal(torch.where(held != MISSING, held, kept), labels)
+    assert (held != MISSING).sum() == round(0.25 * int(seen.sum()))
+    h, weight, bias = torch.randn(40, 2, generator=g), torch.randn(4, 9, 2, generator=g), torch.randn(4, 9, generator=g)
+    probs = torch.randn(40, 3, generator=g).softmax(1)
+    scores = heldout_nll(probs, h, (weight, bias), held)
+    t = transitions(h, weight[0].expand(40, -1, -1), bias[0].expand(40, -1))
+    mine = (held[:, 0] != MISSING).nonzero(as_tuple=True)[0]
+    by_hand = -torch.log((probs[mine, :, None] * t[mine]).sum(1)[torch.arange(len(mine)), held[mine, 0]]).mean()
+    assert np.isclose(scores[0], float(by_hand), atol=1e-5) and np.isnan(scores[3])
+    with pytest.raises(BadInputError, match=r"holdout must be in \[0, 1\), got 1"):
+        AIDTMConfig(holdout=1)
+
+
+def test_residual_gcn_heads_start_at_the_global_head():
+    # Kills a gcn_residual option that is parsed but not applied (the heads would start near 0).
+    torch.manual_seed(0)
+    net = TransitionNet(8, 3, 5, AIDTMConfig(width=8, feature_dim=4, hidden=2, gcn_residual=True))
+    with torch.no_grad():
+        net.theta2.zero_()
+    u, b = net.gcn_heads()
+    assert torch.equal(u, net.head.weight.expand(5, -1, -1)) and torch.equal(b, net.head.bias.expand(5, -1))
+
+
 def test_the_global_stage_recovers_a_shared_transition_matrix():
     # Kills swapped roles (fitting T[y~, y^] instead of T[y^, y~]): T is asymmetric, so the
     # recovered matrix would be off by far more than 0.05 per row.
@@ -138,3 +175,30 @@ def test_heads_moved_alike_for_annotators_of_one_type():
     print(f"same-type edge precision: kNN {_edge_precision(knn, types):.3f}, rank-3 {_edge_precision(denoised, types):.3f}")
     assert _edge_precision(knn, types) >= 0.8
     assert _edge_precision(denoised, types) >= _edge_precision(knn, types) - 1e-9
+
+
+def test_gcn_heads_beat_individual_heads_on_held_out_labels_of_sparse_annotators():
+    # Kills a GCN that does not transfer over the annotator graph: with an identity adjacency
+    # (tests/mutants.py: aidtm-gcn-identity-adjacency) each sparse annotator's head is fitted on its
+    # own few labels and loses to the individual head (held-out NLL, seed 0: 2.80 vs 2.50, seed 1:
+    # 2.60 vs 2.17; with the graph 1.97 and 1.62). The GCN stage is run longer and faster than the
+    # code's default (gcn_epochs 10, lr 0.01), where it stays near one shared head and the graph
+    # does not matter (see NOTES-aidtm.md).
+    from vision.crowds.aidtm import AIDTM
+    from vision.crowds.annotators import AnnotatorConfig, simulate
+    from vision.data import load_images
+
+    data = load_images("digits")
+    probs = torch.nn.functional.one_hot(data.train_labels, 10).float()  # a perfect classifier: D~ = truth
+    for seed in (0, 1):
+        crowd = simulate(data.train_labels.numpy(), 10, AnnotatorConfig(regime="corr", annotators=120, groups=3,
+                                                                         mean_labels=2.5, seed=seed))
+        torch.manual_seed(seed)
+        method = AIDTM(AIDTMConfig(tm_epochs=2, transfer_epochs=2, individual_epochs=3, gcn_epochs=40, gcn_lr=0.05,
+                                   neighbours=10, rank=3, min_labels=3, holdout=0.2))
+        method.num_annotators = 120
+        method.modules(torch.nn.Linear(1, 1), data)
+        held = method.calibrate(probs, data.train_images, torch.as_tensor(crowd.labels))["heldout"]
+        print(seed, held)
+        assert held["sparse_annotators"] >= 10  # Beta-sparse: many annotators with <= 10 training labels
+        assert held["sparse_gcn"] < held["sparse_individual"] - 0.2

@@ -4,7 +4,9 @@ Simulator (the CCC spec's Beta-sparse recipe; the paper's exact one was not retr
 the toolkit's choice): annotator r has an activity a_r ~ Beta(alpha, beta) (Beta(0.5, 2): a long
 tail of annotators who label very little); instance i gets m_i = 1 + Binomial(R - 1, (m - 1)/(R - 1))
 annotators, drawn without replacement with probability proportional to a_r, and each labels it
-with its own confusion matrix T_r (rows: true class, columns: given label). Regimes:
+with its own confusion matrix T_r (rows: true class, columns: given label). ``assignment:
+uniform`` ignores the activity (every annotator equally likely, about N m / R labels each, no
+sparse annotators: AIDTM's code's setting); ``beta`` (default) is the sparse one. Regimes:
 
 - ``ind``: each T_r drawn independently, diagonal ~ U[diag_low, diag_high], the rest of each row
   spread by a Dirichlet(1);
@@ -30,6 +32,7 @@ from curate.core.errors import BadInputError
 from vision.train import Batch, Method
 
 REGIMES = ("ind", "corr", "idn")
+ASSIGNMENTS = ("beta", "uniform")
 MISSING = -1
 
 
@@ -45,11 +48,14 @@ class AnnotatorConfig:
     groups: int = 5  # corr: latent annotator groups
     jitter: float = 0.1  # corr: weight of an annotator's own Dirichlet rows
     flip_rate: float = 0.4  # idn: mean flip rate
+    assignment: str = "beta"  # beta: activity-weighted (sparse annotators); uniform: activity ignored
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.regime not in REGIMES:
             raise BadInputError(f"regime must be one of {', '.join(REGIMES)}, got '{self.regime}'")
+        if self.assignment not in ASSIGNMENTS:
+            raise BadInputError(f"assignment must be one of {', '.join(ASSIGNMENTS)}, got '{self.assignment}'")
         if self.annotators < 1:
             raise BadInputError(f"annotators must be at least 1, got {self.annotators}")
         if not 1 <= self.mean_labels <= self.annotators:
@@ -122,7 +128,7 @@ def simulate(truth: np.ndarray, num_classes: int, config: AnnotatorConfig, featu
         own = rng.dirichlet(np.ones(k), size=(r, k))
         transitions = (1 - config.jitter) * shared[rng.integers(config.groups, size=r)] + config.jitter * own
     activity = rng.beta(config.alpha, config.beta, r)
-    p = (activity + 1e-12) / (activity + 1e-12).sum()
+    p = (activity + 1e-12) / (activity + 1e-12).sum() if config.assignment == "beta" else np.full(r, 1.0 / r)
     extra = rng.binomial(r - 1, (config.mean_labels - 1) / max(r - 1, 1), n) if r > 1 else np.zeros(n, int)
     labels = np.full((n, r), MISSING, dtype=np.int64)
     for i in range(n):
