@@ -65,6 +65,7 @@ def main() -> None:
                     precisions.append(result["final"]["selection"]["precision"])
                     recalls.append(result["final"]["selection"]["recall"])
                 runs.append({"noise": kind, "method": method, "seed": seed, "final": result["final"],
+                             "curve": [round(h["test_accuracy"], 4) for h in result["epochs"]],
                              "seconds": round(seconds[-1], 1)})
                 print(f"{kind:>10} {method:>6} seed {seed}: accuracy {result['final']['test_accuracy']:.3f}", flush=True)
             rows.append([f"{kind} 40%", method, mean_std(accuracies), mean_std(precisions), mean_std(recalls),

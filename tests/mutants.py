@@ -257,6 +257,9 @@ MUTANTS: list[Mutant] = [
            "    from rl.grpo import train\n", "    from rl.grpo import train\n    from curate import selection  # noqa: F401\n",
            ("tests/test_layers.py::test_the_package_graph_has_no_cycle_and_no_forbidden_edge",)),
     # -- vision ---------------------------------------------------------------------------------
+    Mutant("dpc-recipe-paper-lr", "recipes/vision/dpc.yaml",
+           "lr: 0.01, augment", "lr: 0.02, augment",
+           ("tests/test_vision_dpc_cotrain.py::test_the_recipe_keeps_every_class_alive_through_warmup",)),
     Mutant("dpc-plain-softmax", "vision/noisy/dpc.py",
            "    num_classes = logits.shape[-1]\n    alpha = torch.exp(logits) + constant\n",
            "    num_classes = logits.shape[-1]\n    alpha = torch.exp(logits) + 0.0 * constant\n",

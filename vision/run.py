@@ -34,8 +34,8 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     method: dict[str, Any] = field(default_factory=dict)  # the method's options, checked by its config_class
     # > 0: hold out this share of the (noisy) training set and report accuracy against its NOISY
-    # labels in place of the test set: model selection without clean labels (under class-
-    # conditional noise that accuracy ranks models like clean accuracy); the test set is unused.
+    # labels in place of the test set: model selection without clean labels (under symmetric noise
+    # that accuracy is an increasing affine function of clean accuracy); the test set is unused.
     validation: float = 0.0
 
     def __post_init__(self) -> None:
