@@ -31,6 +31,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--warmup-epochs", type=int, default=10)
     parser.add_argument("--methods", nargs="+", default=["ce", "selcl", "dpc"])
+    parser.add_argument("--kinds", nargs="+", default=["symmetric", "asymmetric"], choices=["symmetric", "asymmetric"])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--time-epoch-32", action="store_true", help="also time one epoch at 32x32 per method")
     parser.add_argument("--out")
@@ -43,7 +44,7 @@ def main() -> None:
     args = parser.parse_args()
     recipes = Path(__file__).resolve().parents[1] / "recipes" / "vision"
     rows, runs = [], []
-    for kind in ("symmetric", "asymmetric"):
+    for kind in args.kinds:
         for method in args.methods:
             accuracies, precisions, recalls, seconds = [], [], [], []
             for seed in args.seeds:
@@ -82,6 +83,7 @@ def main() -> None:
     command = (f"python benchmarks/vision_noisy_labels.py --seeds {' '.join(map(str, args.seeds))} "
                f"--epochs {args.epochs} --warmup-epochs {args.warmup_epochs}"
                + (f" --methods {' '.join(args.methods)}" if args.methods != ["ce", "selcl", "dpc"] else "")
+               + (f" --kinds {' '.join(args.kinds)}" if args.kinds != ["symmetric", "asymmetric"] else "")
                + (f" --validation {args.validation}" if args.validation else "")
                + (f" --method-options '{json.dumps(args.method_options)}'" if args.method_options else "")
                + (f" --train-options '{json.dumps(args.train_options)}'" if args.train_options else ""))
