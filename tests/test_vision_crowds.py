@@ -180,3 +180,42 @@ def test_instance_dependent_crowd_follows_the_features():
     assert (crowd.labels != MISSING).sum(1).min() >= 1 and 0.55 <= crowd.accuracy(y) <= 0.7
     with pytest.raises(BadInputError, match="needs one feature row per instance"):
         simulate(y, 10, AnnotatorConfig(regime="idn"))
+
+
+def test_finetune_trains_each_model_on_its_peers_distilled_set(monkeypatch):
+    # Kills a fine-tune on the model's OWN distilled set (no coupling), one that never runs or does
+    # not reach the reported final accuracy, and a default that is not off (the code's epoch_ft -1).
+    import vision.crowds.ccc as ccc_module
+
+    calls = []
+    original = ccc_module.finetune
+
+    def spy(net, x, y, epochs, lr, batch_size, generator):
+        calls.append((net, x.clone()))
+        before = [p.detach().clone() for p in net.parameters()]
+        original(net, x, y, epochs, lr, batch_size, generator)
+        assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters()))  # it trained
+
+    monkeypatch.setattr(ccc_module, "finetune", spy)
+    config = {"dataset": "digits", "seed": 0,
+              "annotators": {"regime": "corr", "annotators": 50, "mean_labels": 2.5, "seed": 0},
+              "train": {"backbone": "mlp", "epochs": 3, "warmup_epochs": 2, "batch_size": 32, "lr": 0.1,
+                        "augment": False, "seed": 0, "progress": False, "device": "cpu"},
+              "method": {"meta_size": 200}}
+    assert "finetune" not in run_experiment("ccc", config) and not calls  # off by default
+    captured = {}
+    original_select = ccc_module.CCC.select
+
+    def select(self, model, images, labels, epoch):
+        original_select(self, model, images, labels, epoch)
+        captured["meta"] = [x.clone() for x, _, _ in self.meta]
+        captured["method"] = self
+
+    monkeypatch.setattr(ccc_module.CCC, "select", select)
+    result = run_experiment("ccc", {**config, "method": {"meta_size": 200, "finetune_epochs": 2, "finetune_lr": 0.01}})
+    method = captured["method"]
+    assert [net for net, _ in calls] == [method.model, method.peer]
+    assert torch.equal(calls[0][1], captured["meta"][1]) and torch.equal(calls[1][1], captured["meta"][0])
+    assert not torch.equal(captured["meta"][0], captured["meta"][1])  # two different sets: coupling shows
+    assert result["final"]["test_accuracy"] == result["finetune"]["test_accuracy"]
+    assert result["finetune"]["epochs"] == 2

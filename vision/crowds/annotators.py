@@ -158,6 +158,10 @@ class CrowdMethod(Method):
         """Method-specific diagnostics for the result (e.g. the distilled set's label accuracy)."""
         return {}
 
+    def finish(self, data, labels: np.ndarray, train) -> dict | None:
+        """A stage after the shared loop (e.g. CCC's fine-tune); its record, or None for none."""
+        return None
+
 
 class MajorityVote(CrowdMethod):
     """Cross-entropy on each instance's majority vote (the ``ce`` loss of the noisy family)."""

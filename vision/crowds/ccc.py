@@ -12,6 +12,12 @@ g = d CE(f_theta'(x_meta), y_meta) / d eps at 0; eps* = -rate * max(W') / max|g|
 pseudo-updated W; the real step uses W + eps*[g(r)] (detached, recomputed every batch). Test
 prediction: softmax(f_1) + softmax(f_2).
 
+Optional fine-tune (``finetune_epochs`` > 0; the code's ``epoch_ft``, off by default as there):
+after training, the distilled sets are rebuilt from the final networks and each model is trained
+by cross-entropy on its PEER's set, SGD (momentum 0.9) at ``finetune_lr`` (the code: 1e-4) for
+``finetune_epochs`` epochs (the code runs epoch_ft squared); the result's ``final`` is then the
+fine-tuned ensemble and ``finetune`` records both accuracies.
+
 Toolkit choices: the shared loop's SGD with a cosine schedule (the code: MultiStepLR at 30);
 distilled candidates are unique instances (the code repeats an instance once per vote); k-means
 seeded by the run's seed.
@@ -40,6 +46,8 @@ class CCCConfig:
     meta_batch: int = 128
     correction_rate: float = 0.5  # crct_rate
     num_act: int = 2  # last parameter tensors that carry the meta-gradient (final weight, bias)
+    finetune_epochs: int = 0  # CE on the peer's distilled set after training (0: off, the code's -1)
+    finetune_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         for name in ("groups", "meta_size", "meta_batch", "num_act"):
@@ -47,6 +55,10 @@ class CCCConfig:
                 raise BadInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.correction_rate < 0:
             raise BadInputError(f"correction_rate must be non-negative, got {self.correction_rate}")
+        if self.finetune_epochs < 0:
+            raise BadInputError(f"finetune_epochs must be non-negative, got {self.finetune_epochs}")
+        if self.finetune_lr <= 0:
+            raise BadInputError(f"finetune_lr must be positive, got {self.finetune_lr}")
 
 
 Objective = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -91,6 +103,20 @@ def group_annotators(weight: torch.Tensor, groups: int, seed: int) -> torch.Tens
     return torch.as_tensor(ids, dtype=torch.long, device=weight.device)
 
 
+def finetune(net: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float, batch_size: int,
+             generator: torch.Generator) -> None:
+    """Cross-entropy on (x, y) for ``epochs`` epochs, SGD with momentum 0.9, seeded batch order."""
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    net.train()
+    for _ in range(epochs):
+        for rows in torch.randperm(len(y), generator=generator).split(batch_size):
+            rows = rows.to(y.device)
+            loss = nn.functional.cross_entropy(net(x[rows]).float(), y[rows])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+
 def distilled_set(logits: torch.Tensor, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, labels): per class c, the size // K instances some annotator labelled c with the
     smallest CE(logits, c); an instance may enter several classes."""
@@ -115,6 +141,7 @@ class CCC(CrowdMethod):
 
     def modules(self, model: nn.Module, data) -> dict[str, nn.Module]:
         self.seed = torch.initial_seed()  # the run's seed (the loop seeded torch with it)
+        self.model = model
         self.peer = copy.deepcopy(model)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed + 1)
@@ -166,6 +193,22 @@ class CCC(CrowdMethod):
 
     def predict(self, model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         return predict(model, images).softmax(1) + predict(self.peer, images).softmax(1)
+
+    def finish(self, data, labels: np.ndarray, train) -> dict | None:
+        """The optional fine-tune stage (see the module docstring); None when it is off."""
+        c = self.config
+        if not c.finetune_epochs:
+            return None
+        accuracy = lambda: float((self.predict(self.model, data.test_images).argmax(1).cpu()  # noqa: E731
+                                  == data.test_labels).float().mean())
+        before = accuracy()
+        self.select(self.model, data.train_images, torch.as_tensor(labels), epoch=-1)
+        generator = torch.Generator().manual_seed(self.seed + 2)
+        for m, net in enumerate((self.model, self.peer)):
+            x, y, _ = self.meta[1 - m]  # the peer's distilled set
+            finetune(net, x, y, c.finetune_epochs, c.finetune_lr, train.batch_size, generator)
+        return {"epochs": c.finetune_epochs, "lr": c.finetune_lr, "test_accuracy_before": before,
+                "test_accuracy": accuracy()}
 
     def crowd_metrics(self, truth: np.ndarray, crowd: Crowd) -> dict:
         out: dict = {}

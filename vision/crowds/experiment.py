@@ -46,5 +46,9 @@ def run_crowd_experiment(method: Any, config: CrowdExperimentConfig) -> dict[str
                                                      "max": int(counts.max())}}}
     labels = method.train_labels(crowd.labels, data.num_classes, config.annotators.seed)
     result = fit(method, data, labels, config.train, extra=extra)
+    finished = method.finish(data, labels, config.train)
+    if finished is not None:  # the method's last stage changed the networks: final is its accuracy
+        result["finetune"] = finished
+        result["final"]["test_accuracy"] = finished["test_accuracy"]
     result["crowd_metrics"] = method.crowd_metrics(truth, crowd)
     return result
