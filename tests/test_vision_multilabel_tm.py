@@ -2,6 +2,8 @@
 Each test names, in a comment, the plausible wrong implementation it kills."""
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -294,9 +296,34 @@ def test_known_zero_rho_is_an_off_by_default_prior():
     assert np.all(rates[:, 0] == 0) and np.all(rates[:, 1] > 0.3)
 
 
-def test_checkpoint_dir_is_refused_not_ignored(tmp_path, capsys):
-    # Kills a loop that accepts --checkpoint-dir and silently never resumes.
-    assert curate_main(["vision", "mltm", "--config", str(RECIPE), "--checkpoint-dir", str(tmp_path / "ck"),
-                        "--out", str(tmp_path / "r.json")]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "train.checkpoint_dir: not supported" in err, err
+@pytest.mark.parametrize("kill_after", [2, 5])  # in the warm-up (3 epochs), in Reweight
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, kill_after):
+    # Kills a checkpoint that misses the data-order generator, the optimiser, the recorded warm-up
+    # outputs (the selection reads them) or the stage: the resumed run would end elsewhere.
+    import subprocess
+    import sys
+
+    config = yaml.safe_load(RECIPE.read_text())
+    config["mosaic"] = {**config["mosaic"], "train_size": 600, "test_size": 200}
+    config["train"].update(epochs=6, warmup_epochs=3, progress=False)
+    config["method"] = {**config["method"], "sample_epoch": 3, "window": 2, "min_selected": 5}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def run(out: str, kill: int | None) -> subprocess.CompletedProcess:
+        env = {**os.environ, **({"CURATEKIT_KILL_AFTER_EPOCH": str(kill)} if kill else {})}
+        return subprocess.run([sys.executable, "-m", "curate.cli", "vision", "mltm", "--config", str(path),
+                               "--checkpoint-dir", str(tmp_path / "ck"), "--out", str(tmp_path / out)],
+                              env=env, capture_output=True, text=True)
+
+    killed = run("killed.json", kill_after)
+    assert killed.returncode == -9 and not (tmp_path / "killed.json").exists(), killed.stderr[-2000:]
+    resumed = run("resumed.json", None)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    from vision.run import build_config
+
+    straight = run_multilabel_experiment(MLTM(MLTMConfig(**config["method"])), build_config(config, "mltm"))
+    got = json.loads((tmp_path / "resumed.json").read_text())
+    assert got["estimate"]["rates"] == straight["estimate"]["rates"]
+    assert got["final"] == straight["final"]
+    assert [e["val_bce"] for e in got["epochs"]] == [e["val_bce"] for e in straight["epochs"]]

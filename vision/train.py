@@ -191,10 +191,10 @@ def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, conf
                         "selection": selection_metrics(selected, clean), "seconds": round(time.monotonic() - started, 3)})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", acc=f"{accuracy:.3f}")
         if checkpoint is not None:
-            _save(checkpoint, {"model": model.state_dict(), "heads": heads.state_dict(),
+            save_checkpoint(checkpoint, {"model": model.state_dict(), "heads": heads.state_dict(),
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "rng": rng.capture(generators), "history": history, "epoch": epoch})
-            _kill_hook(epoch + 1)
+            kill_hook(epoch + 1)
     last_selection = next((h["selection"] for h in reversed(history) if h["selection"]), None)
     return {"method": method.name, "dataset": data.name, "config": asdict(config), **(extra or {}),
             "epochs": history, "final": {"test_accuracy": history[-1]["test_accuracy"] if history else None,
@@ -217,14 +217,14 @@ def _checkpoint_path(config: TrainConfig, method: Method, data: ImageData, label
 KILL_AFTER_EPOCH = "CURATEKIT_KILL_AFTER_EPOCH"
 
 
-def _kill_hook(finished: int) -> None:
+def kill_hook(finished: int) -> None:
     """Test hook: with CURATEKIT_KILL_AFTER_EPOCH=k, SIGKILL this process as soon as the checkpoint
     of its k-th finished epoch (1-based) is on disk, as a crash or a preempted job would end it."""
     if os.environ.get(KILL_AFTER_EPOCH) == str(finished):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _save(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a checkpoint atomically, synced to disk before it replaces the last one."""
     with atomic_file(path) as tmp, open(tmp, "wb") as f:
         torch.save(state, f)

@@ -31,24 +31,28 @@ reports the errors of the identity guess and of Dual-T on the same warm-up (``id
 ``dualt_error``).
 
 From :class:`vision.train.TrainConfig` it uses backbone, epochs (warm-up + Reweight), warmup_epochs,
-batch_size, lr and weight_decay (Adam), device and seed; momentum, flip and amp are unused, and
-augment or checkpoint_dir are refused (no augmentation, no resume in this loop).
+batch_size, lr and weight_decay (Adam), device, seed and checkpoint_dir (every epoch is checkpointed
+atomically; a rerun resumes where the last run stopped, in either stage, with the same result);
+momentum, flip and amp are unused, and augment is refused (no augmentation in this loop).
 """
 from __future__ import annotations
 
 import copy
+import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from curate.core.cache import digest
 from curate.core.errors import BadInputError
 from vision.multilabel.mosaics import FlipConfig, MosaicConfig
 from vision.multilabel import transition as tm
-from vision.train import TrainConfig
+from vision.train import TrainConfig, kill_hook, save_checkpoint
 
 ESTIMATORS = ("ours", "gold", "anchor", "dualt", "identity")
 FALLBACKS = ("dualt", "anchor")
@@ -191,6 +195,20 @@ def multilabel_scores(targets: np.ndarray, logits: np.ndarray) -> dict[str, floa
             "cf1": 2 * cp * cr / max(cp + cr, 1e-12), "of1": float(2 * op * or_ / max(op + or_, 1e-12))}
 
 
+CHECKPOINT_FORMAT = 1
+
+
+def checkpoint_path(config: "MultiLabelExperimentConfig", options: MLTMConfig) -> Path | None:
+    """``train.checkpoint_dir``/mltm-<key>.pt, the key a digest of every setting that changes the run."""
+    train = config.train
+    if not train.checkpoint_dir:
+        return None
+    settings = {k: v for k, v in asdict(config).items() if k != "train"}
+    settings["train"] = {k: v for k, v in asdict(train).items() if k not in ("checkpoint_dir", "progress", "device")}
+    key = digest(json.dumps([CHECKPOINT_FORMAT, asdict(options), settings], sort_keys=True, default=str))
+    return Path(train.checkpoint_dir) / f"mltm-{key}.pt"
+
+
 def run_multilabel_experiment(method: MLTM, config: MultiLabelExperimentConfig) -> dict[str, Any]:
     """Mosaics, flips, warm-up, estimation, Reweight: the result JSON."""
     from curate.core.device import resolve_device
@@ -199,9 +217,8 @@ def run_multilabel_experiment(method: MLTM, config: MultiLabelExperimentConfig) 
     from vision.multilabel.mosaics import digit_mosaics, flip
 
     options, train = method.config, config.train
-    if train.checkpoint_dir or train.augment:  # not in this loop: refused rather than ignored
-        field_ = "checkpoint_dir" if train.checkpoint_dir else "augment"
-        raise BadInputError(f"train.{field_}: not supported by the multilabel family (got {getattr(train, field_)!r})")
+    if train.augment:  # not in this loop: refused rather than ignored
+        raise BadInputError(f"train.augment: not supported by the multilabel family (got {train.augment!r})")
     if options.estimator != "identity" and options.sample_epoch > train.warmup_epochs:
         raise BadInputError(f"method.sample_epoch ({options.sample_epoch}) must not exceed train.warmup_epochs "
                             f"({train.warmup_epochs})")
@@ -223,10 +240,23 @@ def run_multilabel_experiment(method: MLTM, config: MultiLabelExperimentConfig) 
         model.train()
         return out.numpy()
 
-    def run_epochs(epochs: int, rates: torch.Tensor, keep: str) -> tuple[list[dict[str, Any]], dict, list[np.ndarray]]:
+    checkpoint = checkpoint_path(config, options)
+    saved = torch.load(checkpoint, map_location=device, weights_only=False) if checkpoint and checkpoint.exists() else None
+
+    def run_epochs(epochs: int, rates: torch.Tensor, keep: str,
+                   warmup: tuple | None = None) -> tuple[list[dict[str, Any]], dict, list[np.ndarray]]:
+        """``epochs`` epochs of the ``keep`` stage, resumed from the checkpoint when it is of this
+        stage; every epoch is checkpointed (``warmup``: the finished warm-up's outputs, kept in the
+        Reweight stage's checkpoints)."""
         optimizer = torch.optim.Adam(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-        history, records, best, best_score = [], [], None, None
-        for epoch in range(epochs):
+        history, records, best, best_score, start = [], [], None, None, 0
+        if saved is not None and saved["stage"] == keep:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            generator.set_state(saved["generator"])
+            history, records, best, best_score = saved["history"], saved["records"], saved["best"], saved["best_score"]
+            start = saved["epoch"] + 1
+        for epoch in range(start, epochs):
             started = time.monotonic()
             for rows in torch.randperm(len(fit_rows), generator=generator).split(train.batch_size):
                 loss = reweight_loss(model(x_fit[rows].to(device)), y_fit[rows].to(device), rates)
@@ -244,10 +274,19 @@ def run_multilabel_experiment(method: MLTM, config: MultiLabelExperimentConfig) 
             score = -val_bce if keep == "warmup" else scores["map"]
             if best_score is None or score > best_score:
                 best_score, best = score, {"epoch": epoch, "state": copy.deepcopy(model.state_dict())}
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, {"stage": keep, "epoch": epoch, "model": model.state_dict(),
+                                             "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                                             "history": history, "records": records, "best": best,
+                                             "best_score": best_score, "warmup": warmup})
+                kill_hook(epoch + 1 + (train.warmup_epochs if keep == "reweight" else 0))
         return history, best, records
 
     identity = torch.zeros(clean.shape[1], 2, device=device)
-    history, best, records = run_epochs(train.warmup_epochs, identity, "warmup")
+    if saved is not None and saved["stage"] == "reweight":  # the warm-up finished before the crash
+        history, best, records = saved["warmup"]
+    else:
+        history, best, records = run_epochs(train.warmup_epochs, identity, "warmup")
     posterior = records[best["epoch"]]
     selected = None
     if options.estimator == "ours":
@@ -266,7 +305,8 @@ def run_multilabel_experiment(method: MLTM, config: MultiLabelExperimentConfig) 
     dualt = baseline_rates(noisy[fit_rows], posterior, "dualt", options.anchor_percentile)  # the reference
     model.load_state_dict(best["state"])
     more, best2, _ = run_epochs(train.epochs - train.warmup_epochs,
-                                torch.as_tensor(rates, dtype=torch.float32, device=device), "reweight")
+                                torch.as_tensor(rates, dtype=torch.float32, device=device), "reweight",
+                                (history, best, records))
     if best2 is not None:
         model.load_state_dict(best2["state"])
     final = multilabel_scores(test_y, outputs(test_x))
