@@ -131,6 +131,20 @@ BACKBONES: dict[str, Callable[[int, int, int], nn.Module]] = {
 }
 
 
+def reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
+    """A copy of ``model`` (on the CPU) with every layer re-initialised from ``seed`` (the global RNG
+    is left as it was): a second network of the same shape that never starts equal to the first."""
+    import copy
+
+    net = copy.deepcopy(model).cpu()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in net.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    return net
+
+
 def build_backbone(name: str, in_channels: int, num_classes: int, image_size: int, seed: int = 0) -> nn.Module:
     """A seeded, freshly initialised backbone by name (see the module docstring)."""
     if num_classes < 2:

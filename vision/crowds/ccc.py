@@ -24,7 +24,6 @@ seeded by the run's seed.
 """
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from torch.func import functional_call
 
 from curate.core.errors import BadInputError
 from vision.crowds.annotators import Confusions, Crowd, CrowdMethod, crowd_loss, implied_confusion
+from vision.backbones import reinitialised_copy
 from vision.train import Batch, predict
 
 
@@ -142,12 +142,7 @@ class CCC(CrowdMethod):
     def modules(self, model: nn.Module, data) -> dict[str, nn.Module]:
         self.seed = torch.initial_seed()  # the run's seed (the loop seeded torch with it)
         self.model = model
-        self.peer = copy.deepcopy(model)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed + 1)
-            for layer in self.peer.modules():
-                if hasattr(layer, "reset_parameters"):
-                    layer.reset_parameters()
+        self.peer = reinitialised_copy(model, self.seed + 1)
         self.confusions = [Confusions(self.num_annotators, data.num_classes) for _ in range(2)]
         self.generator = torch.Generator().manual_seed(self.seed)
         self.groups: list[torch.Tensor] | None = None

@@ -56,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vision.backbones import reinitialised_copy
 from vision.train import Batch, Method, predict
 
 
@@ -176,19 +177,6 @@ def prior_penalty(probs: torch.Tensor) -> torch.Tensor:
     return (prior * torch.log(prior / mean)).sum()
 
 
-def second_network(model: nn.Module, seed: int) -> nn.Module:
-    """A copy of ``model`` (on the CPU) with every layer re-initialised from ``seed``."""
-    import copy
-
-    net = copy.deepcopy(model).cpu()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        for module in net.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-    return net
-
-
 class DPC(Method):
     name = "dpc"
     config_class = DPCConfig
@@ -205,7 +193,7 @@ class DPC(Method):
         self.clean: list[torch.Tensor] = []  # per network: its clean posteriors w
         self.mix = torch.Generator().manual_seed(c.seed)
         # A seed from the run's (seeded) global generator: never the model's own seed by chance.
-        self.net2 = second_network(model, int(torch.randint(0, 2**31 - 1, (1,))))
+        self.net2 = reinitialised_copy(model, int(torch.randint(0, 2**31 - 1, (1,))))
         dim = model.classifier.in_features
         self.heads = [self._head(dim, data.num_classes), self._head(dim, data.num_classes)]
         return {"net2": self.net2, "head1": self.heads[0], "head2": self.heads[1]}
