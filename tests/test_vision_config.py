@@ -211,6 +211,13 @@ def test_noisy_validation_holds_out_training_images_under_their_noisy_labels():
     assert torch.equal(again.test_images, split.test_images)
 
 
-def test_validation_share_is_checked():
+def test_validation_share_is_checked(tmp_path, capsys):
     with pytest.raises(Exception, match="validation must be in \\[0, 1\\), got 1.5"):
         build_config({"validation": 1.5}, "ce")
+    # A share that leaves no training image: one line and exit 2, not a traceback from the loop.
+    path = tmp_path / "share.yaml"
+    path.write_text(yaml.safe_dump({"dataset": "digits", "validation": 0.9999}))
+    assert curate_main(["vision", "ce", "--config", str(path), "--out", str(tmp_path / "out" / "r.json")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "validation: 0.9999 holds out all 1437 training images" in err
+    assert not (tmp_path / "out").exists()

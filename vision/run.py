@@ -113,6 +113,8 @@ def noisy_validation_split(data, labels, clean, share: float, seed: int):
 
     order = np.random.default_rng([seed, 7]).permutation(len(labels))
     cut = max(1, int(round(share * len(labels))))
+    if cut >= len(labels):
+        raise BadInputError(f"validation: {share} holds out all {len(labels)} training images; use a smaller share")
     held, kept = np.sort(order[:cut]), np.sort(order[cut:])
     split = ImageData(data.train_images[kept], data.train_labels[kept], data.train_images[held],
                       torch.as_tensor(np.asarray(labels)[held], dtype=torch.long), data.num_classes,
