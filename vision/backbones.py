@@ -6,6 +6,7 @@
   norm, ReLU, avg-pool 2x2], width 128; depth 3 as in the papers' 28-32 px images, 2 under 24 px,
   1 under 12 px, so instance norm never works on a near-empty map), then a linear classifier.
 - ``mlp``: a 2-layer MLP (flatten, linear to 256, ReLU, linear classifier), for 8x8 digits.
+- ``convnet:W`` / ``mlp:W``: the same with width W (a narrow student for distillation, e.g. ``mlp:32``).
 - ``preact_resnet18``: PreAct-ResNet-18 (He et al. 2016), the noisy-label literature's backbone.
 - any other name: a torchvision classification model (``torchvision.models.get_model``), its last
   linear layer as the classifier head.
@@ -131,6 +132,12 @@ BACKBONES: dict[str, Callable[[int, int, int], nn.Module]] = {
 }
 
 
+WIDTHS: dict[str, Callable[[int, int, int, int], nn.Module]] = {
+    "convnet": lambda c, k, s, w: ConvNet(c, k, s, width=w),
+    "mlp": lambda c, k, s, w: MLP(c, k, s, width=w),
+}
+
+
 def reinitialised_copy(model: nn.Module, seed: int) -> nn.Module:
     """A copy of ``model`` (on the CPU) with every layer re-initialised from ``seed`` (the global RNG
     is left as it was): a second network of the same shape that never starts equal to the first."""
@@ -152,4 +159,9 @@ def build_backbone(name: str, in_channels: int, num_classes: int, image_size: in
     torch.manual_seed(seed)
     if name in BACKBONES:
         return BACKBONES[name](in_channels, num_classes, image_size)
+    base, _, width = name.partition(":")
+    if base in WIDTHS and width:
+        if not width.isdigit() or int(width) < 1:
+            raise BadInputError(f"backbone '{name}': the width after ':' must be a positive integer")
+        return WIDTHS[base](in_channels, num_classes, image_size, int(width))
     return TorchvisionBackbone(name, in_channels, num_classes)

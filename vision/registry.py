@@ -3,12 +3,13 @@ description; a method is a class (with an optional config dataclass, its ``confi
 family's package (``vision/<family>/<method>.py``). The registry imports no method (no torch): a
 method's module is imported when it is built, so ``curate vision --help`` stays fast.
 
-A family owns the training protocol where it differs from the others: noisy labels
-(:mod:`vision.noisy`, one label per sample, a selection and a loss over :func:`vision.train.fit`),
-and, as they land, learning from crowds (labels from several annotators), distillation (a
-teacher), federated learning (clients and an aggregator), dataset condensation (a synthetic set),
-active learning (a query step), video; multi-label learning (:mod:`vision.multilabel`: a
-multi-hot target, BCE, per-class 2x2 noise)."""
+A family owns the training protocol where it differs from the others (its experiment config and
+runner, in :data:`FAMILIES`): noisy labels (:mod:`vision.noisy`, one label per sample, a selection
+and a loss over :func:`vision.train.fit`), learning from crowds (:mod:`vision.crowds`, labels from
+several annotators), multi-label learning (:mod:`vision.multilabel`: a multi-hot target, BCE,
+per-class 2x2 noise), distillation (:mod:`vision.distill`: a trained, frozen teacher), federated
+learning (:mod:`vision.federated`: clients and an aggregator); as they land, dataset condensation
+(a synthetic set), active learning (a query step), video."""
 from __future__ import annotations
 
 import importlib
@@ -22,10 +23,27 @@ if TYPE_CHECKING:
     from vision.train import Method
 
 
-FAMILIES: dict[str, str] = {
-    "noisy": "learning with noisy labels: one possibly wrong label per sample",
-    "crowds": "learning from crowds: several annotators label each sample, sparsely",
-    "multilabel": "multi-label learning: a multi-hot target per sample, each class's label possibly flipped",
+@dataclass(frozen=True)
+class Family:
+    description: str  # one line, for `curate vision --help`
+    experiment: str  # "module:Class", the experiment config dataclass of its methods
+    runner: str  # "module:function", run(method, config) -> the result JSON
+
+
+FAMILIES: dict[str, Family] = {
+    "noisy": Family("learning with noisy labels: one possibly wrong label per sample",
+                    "vision.run:ExperimentConfig", "vision.run:run_noisy_experiment"),
+    "crowds": Family("learning from crowds: several annotators label each sample, sparsely",
+                     "vision.crowds.experiment:CrowdExperimentConfig", "vision.crowds.experiment:run_crowd_experiment"),
+    "multilabel": Family("multi-label learning: a multi-hot target per sample, each class's label possibly flipped",
+                         "vision.multilabel.mltm:MultiLabelExperimentConfig",
+                         "vision.multilabel.mltm:run_multilabel_experiment"),
+    "distill": Family("knowledge distillation: a student learns from a trained, frozen teacher",
+                      "vision.distill.experiment:DistillExperimentConfig",
+                      "vision.distill.experiment:run_distill_experiment"),
+    "federated": Family("federated learning: clients train on their own data, skewed by label, and a server aggregates",
+                        "vision.federated.experiment:FederatedExperimentConfig",
+                        "vision.federated.experiment:run_federated_experiment"),
 }
 
 
@@ -34,15 +52,20 @@ class MethodEntry:
     target: str  # "module:Class", the method's class
     description: str  # one line, for `curate vision --help`
     family: str = "noisy"  # a key of FAMILIES
+    # a method whose protocol is its own within the family (a segmentation student, a data-free
+    # student): "module:Class" and "module:function" in place of the family's
+    experiment: str | None = None
+    runner: str | None = None
 
 
 METHODS: dict[str, MethodEntry] = {}
 
 
-def register(name: str, target: str, description: str, family: str = "noisy") -> None:
+def register(name: str, target: str, description: str, family: str = "noisy",
+             experiment: str | None = None, runner: str | None = None) -> None:
     if family not in FAMILIES:
         raise ValueError(f"vision method '{name}': unknown family '{family}'; families: {', '.join(FAMILIES)}")
-    METHODS[name] = MethodEntry(target, description, family)
+    METHODS[name] = MethodEntry(target, description, family, experiment, runner)
 
 
 register("ce", "vision.train:Method", "cross-entropy baseline on every (noisy) label")
@@ -63,20 +86,41 @@ register("aidtm", "vision.crowds.aidtm:AIDTM",
 register("mltm", "vision.multilabel.mltm:MLTM",
          "noisy multi-label T estimation: small-loss selection, bilinear solve with label correlations, Reweight",
          family="multilabel")
+register("kd", "vision.distill.kd:KD",
+         "plain knowledge distillation (Hinton et al.): CE plus temperature-scaled KL to the teacher",
+         family="distill")
+
+
+def _load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _entry(name: str) -> MethodEntry:
+    if name not in METHODS:
+        raise BadInputError(f"unknown vision method '{name}'; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
 
 
 def method_class(name: str) -> type[Method]:
     """The registered method's class (its module imported now)."""
-    if name not in METHODS:
-        raise BadInputError(f"unknown vision method '{name}'; choose one of {', '.join(METHODS)}")
-    module, _, attr = METHODS[name].target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    return _load(_entry(name).target)
+
+
+def experiment_class(name: str) -> type:
+    """The experiment config dataclass of the method (its family's, unless the method has its own)."""
+    entry = _entry(name)
+    return _load(entry.experiment or FAMILIES[entry.family].experiment)
+
+
+def experiment_runner(name: str) -> Any:
+    """run(method, config) -> result JSON, for the method (its family's, unless it has its own)."""
+    entry = _entry(name)
+    return _load(entry.runner or FAMILIES[entry.family].runner)
 
 
 def family(name: str) -> str:
-    if name not in METHODS:
-        raise BadInputError(f"unknown vision method '{name}'; choose one of {', '.join(METHODS)}")
-    return METHODS[name].family
+    return _entry(name).family
 
 
 def method_options(name: str, options: dict[str, Any] | None, where: str | None = None) -> Any | None:

@@ -19,7 +19,7 @@ from typing import Any
 from curate.core.io import read_yaml
 from curate.core.config import from_mapping
 from curate.core.errors import BadInputError
-from vision.registry import build_method, family, method_options
+from vision.registry import build_method, experiment_class, experiment_runner, method_options
 from vision.noise import NoiseConfig
 from vision.train import TrainConfig
 
@@ -43,20 +43,6 @@ class ExperimentConfig:
             raise BadInputError(f"validation must be in [0, 1), got {self.validation}")
 
 
-def experiment_class(method: str) -> type:
-    """The experiment dataclass of the method's family (crowds: annotators instead of noise;
-    multilabel: mosaics and per-class flips)."""
-    if family(method) == "crowds":
-        from vision.crowds.experiment import CrowdExperimentConfig
-
-        return CrowdExperimentConfig
-    if family(method) == "multilabel":
-        from vision.multilabel.mltm import MultiLabelExperimentConfig
-
-        return MultiLabelExperimentConfig
-    return ExperimentConfig
-
-
 def build_config(raw: Mapping[str, Any], method: str, where: str = "config") -> ExperimentConfig:
     """The experiment config of ``method`` from a mapping (a YAML file's); errors start with ``where``."""
     config = from_mapping(experiment_class(method), dict(raw) if isinstance(raw, Mapping) else raw, where)
@@ -74,22 +60,19 @@ def load_config(path: str | Path, method: str, train: Mapping[str, Any] | None =
     return build_config(raw, method, f"--config {path}")
 
 
-def run_experiment(method_name: str, config: ExperimentConfig | Mapping[str, Any]) -> dict[str, Any]:
+def run_experiment(method_name: str, config: Any) -> dict[str, Any]:
+    """Run a method on its family's experiment (a config dataclass, or a mapping checked into one)."""
+    if not isinstance(config, experiment_class(method_name)):
+        config = build_config(config, method_name)
+    return experiment_runner(method_name)(build_method(method_name, config.method), config)
+
+
+def run_noisy_experiment(method: Any, config: ExperimentConfig) -> dict[str, Any]:
+    """The noisy-label family: inject the configured noise, train ``method`` on it."""
     from vision.data import load_images
     from vision.noise import inject
     from vision.train import fit
 
-    if not isinstance(config, experiment_class(method_name)):
-        config = build_config(config, method_name)
-    method = build_method(method_name, config.method)
-    if family(method_name) == "crowds":
-        from vision.crowds.experiment import run_crowd_experiment
-
-        return run_crowd_experiment(method, config)
-    if family(method_name) == "multilabel":
-        from vision.multilabel.mltm import run_multilabel_experiment
-
-        return run_multilabel_experiment(method, config)
     data = load_images(config.dataset, root=config.root, seed=config.seed, image_size=config.image_size)
     noise = config.noise
     features = data.train_images.flatten(1).numpy() if noise.kind == "instance" else None

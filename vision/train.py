@@ -80,6 +80,10 @@ class Method:
     name = "ce"
     config_class: type | None = None  # the dataclass of its options (``__init__(config)``); None: none
 
+    def identity(self) -> str:
+        """What, besides the run's settings and labels, keys its checkpoints (a distiller adds its teacher)."""
+        return repr(getattr(self, "config", None))
+
     def modules(self, model: nn.Module, data: ImageData) -> dict[str, nn.Module]:
         """Extra trainable modules (they are optimised and checkpointed with the model)."""
         return {}
@@ -208,7 +212,7 @@ def _checkpoint_path(config: TrainConfig, method: Method, data: ImageData, label
     if not config.checkpoint_dir:
         return None
     settings = {k: v for k, v in asdict(config).items() if k not in ("checkpoint_dir", "progress", "device")}
-    identity = [CHECKPOINT_FORMAT, method.name, repr(getattr(method, "config", None)), data.name, settings,
+    identity = [CHECKPOINT_FORMAT, method.name, method.identity(), data.name, settings,
                 labels.tolist()]
     key = digest(json.dumps(identity, sort_keys=True, default=str))
     return Path(config.checkpoint_dir) / f"{method.name}-{key}.pt"

@@ -14,11 +14,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          for family in FAMILIES)
     parser = subparsers.add_parser("vision", help=f"vision data-curation methods ({families})",
                                    description="Train a vision data-curation method. Families: "
-                                               + "; ".join(f"{k} ({v})" for k, v in FAMILIES.items()) + ".")
+                                               + "; ".join(f"{k} ({v.description})" for k, v in FAMILIES.items()) + ".")
     methods = parser.add_subparsers(dest="vision_method", metavar="METHOD", required=True)
     for name, entry in METHODS.items():
         method = methods.add_parser(name, parents=[common_options()], help=f"[{entry.family}] {entry.description}",
-                                    description=f"{entry.description} (family: {FAMILIES[entry.family]})")
+                                    description=f"{entry.description} (family: {FAMILIES[entry.family].description})")
         method.add_argument("--config", required=True, help="YAML: dataset, noise (or annotators; multilabel: mosaic, noise), train, method")
         method.add_argument("--out", help="result JSON (default: runs/vision/METHOD-DATASET.json)")
         method.add_argument("--epochs", type=int, help="override train.epochs")
@@ -43,6 +43,10 @@ def run_vision(args: argparse.Namespace) -> int:
     atomic_write_json(out, result)
     final = result["final"]
     selection = final.get("selection")
+    if "summary" in result:  # the family's one-line result
+        print(f"{args.vision_method}: {result['summary']}")
+        print(f"result: {out}")
+        return 0
     if "annotators" in result:  # the crowds family
         crowd = result["annotators"]
         print(f"{args.vision_method} on {result['dataset']} ({crowd['annotators']} {crowd['regime']} annotators, "

@@ -210,6 +210,8 @@ def _pick_split(
 def _read(load, path: Path):
     was_enabled = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # local reads take a moment; their bars only add noise
+    verbosity = datasets.logging.get_verbosity()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # a reader's own error log would be a second line
     try:
         return load()
     except BadInputError:
@@ -217,6 +219,7 @@ def _read(load, path: Path):
     except Exception as err:  # noqa: BLE001 - any reader failure is a bad file for the user
         raise BadInputError(f"cannot read {path}: {first_line(err)}") from err
     finally:
+        datasets.logging.set_verbosity(verbosity)
         if was_enabled:
             datasets.enable_progress_bars()
 

@@ -1,0 +1,9 @@
+"""Knowledge distillation: a student learns from a trained, frozen teacher.
+
+The family's protocol (:mod:`vision.distill.experiment`): a teacher is trained first on the
+training split (or loaded from ``teacher_weights``), frozen and put in eval mode; the student is a
+:class:`vision.distill.base.Distiller` run by :func:`vision.train.fit`, whose loss sees the
+teacher's logits of the same augmented batch. The shared loss is :func:`vision.distill.kd.softmax_kd`
+(Hinton et al.'s temperature-scaled KL, written out in its docstring). Members: ``kd`` (the plain
+KD baseline); the student alone (cross-entropy) is the other baseline.
+"""
