@@ -89,6 +89,18 @@ register("mltm", "vision.multilabel.mltm:MLTM",
 register("kd", "vision.distill.kd:KD",
          "plain knowledge distillation (Hinton et al.): CE plus temperature-scaled KL to the teacher",
          family="distill")
+register("fedavg", "vision.federated.fedavg:FedAvg",
+         "FedAvg: clients minimise cross-entropy locally, the server averages weights by data size",
+         family="federated")
+register("fedntd", "vision.federated.fedntd:FedNTD",
+         "FedNTD: local CE plus not-true distillation from the received global model",
+         family="federated")
+register("fedlmd", "vision.federated.fedlmd:FedLMD",
+         "FedLMD: local CE plus distillation from the global model on the client's minority labels only",
+         family="federated")
+register("fedlmd_tf", "vision.federated.fedlmd_tf:FedLMDTf",
+         "FedLMD-Tf: teacher-free FedLMD, a uniform target over the client's minority labels",
+         family="federated")
 
 
 def _load(target: str) -> Any:
