@@ -89,6 +89,10 @@ register("mltm", "vision.multilabel.mltm:MLTM",
 register("kd", "vision.distill.kd:KD",
          "plain knowledge distillation (Hinton et al.): CE plus temperature-scaled KL to the teacher",
          family="distill")
+register("rdd", "vision.distill.rdd:RDD",
+         "RDD: pixel KD, CE weighted by the teacher's head agreement, then on pixels of differing difficulty (segmentation)",
+         family="distill", experiment="vision.distill.segmentation:SegmentationExperimentConfig",
+         runner="vision.distill.segmentation:run_segmentation_experiment")
 
 
 def _load(target: str) -> Any:
