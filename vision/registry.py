@@ -101,6 +101,10 @@ register("fedlmd", "vision.federated.fedlmd:FedLMD",
 register("fedlmd_tf", "vision.federated.fedlmd_tf:FedLMDTf",
          "FedLMD-Tf: teacher-free FedLMD, a uniform target over the client's minority labels",
          family="federated")
+register("rdd", "vision.distill.rdd:RDD",
+         "RDD: pixel KD, CE weighted by the teacher's head agreement, then on pixels of differing difficulty (segmentation)",
+         family="distill", experiment="vision.distill.segmentation:SegmentationExperimentConfig",
+         runner="vision.distill.segmentation:run_segmentation_experiment")
 
 
 def _load(target: str) -> Any:
