@@ -89,6 +89,10 @@ register("mltm", "vision.multilabel.mltm:MLTM",
 register("kd", "vision.distill.kd:KD",
          "plain knowledge distillation (Hinton et al.): CE plus temperature-scaled KL to the teacher",
          family="distill")
+register("dpdfd", "vision.distill.dpdfd:DPDFD",
+         "DPDFD: data-free student via a generator, normalised + noised output gradients, Opacus RDP epsilon",
+         family="distill", experiment="vision.distill.dpdfd:DPDFDExperimentConfig",
+         runner="vision.distill.dpdfd:run_dpdfd_experiment")
 
 
 def _load(target: str) -> Any:
