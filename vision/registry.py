@@ -105,6 +105,10 @@ register("rdd", "vision.distill.rdd:RDD",
          "RDD: pixel KD, CE weighted by the teacher's head agreement, then on pixels of differing difficulty (segmentation)",
          family="distill", experiment="vision.distill.segmentation:SegmentationExperimentConfig",
          runner="vision.distill.segmentation:run_segmentation_experiment")
+register("dpdfd", "vision.distill.dpdfd:DPDFD",
+         "DPDFD: data-free student via a generator, normalised + noised output gradients, Opacus RDP epsilon",
+         family="distill", experiment="vision.distill.dpdfd:DPDFDExperimentConfig",
+         runner="vision.distill.dpdfd:run_dpdfd_experiment")
 
 
 def _load(target: str) -> Any:
