@@ -76,7 +76,7 @@ def main() -> None:
                 result = run_experiment("dpdfd", row)
                 seconds[name].append(time.perf_counter() - started)
                 acc[name].append(result["final"]["test_accuracy"])
-                eps[name].append(result["privacy"]["epsilon"])
+                eps[name].append(math.inf if result["privacy"]["epsilon"] is None else result["privacy"]["epsilon"])
                 sigmas[name].append(result["privacy"]["sigma"])
                 if name == next(iter(ROWS)):
                     acc["random-init student"].append(result["final"]["initial_test_accuracy"])

@@ -395,7 +395,7 @@ def run_dpdfd_experiment(method: DPDFD, config: DPDFDExperimentConfig) -> dict[s
         done = it + 1
         if done % train.eval_every == 0 or done == train.iterations:
             history.append({"iteration": done, "generator_loss": generator_loss_value, "test_accuracy": accuracy(),
-                            "epsilon": trainer.ledger.epsilon(options.delta)})
+                            "epsilon": finite_or_none(trainer.ledger.epsilon(options.delta))})
             bar.set_postfix(acc=f"{history[-1]['test_accuracy']:.3f}")
         if checkpoint is not None and (done % train.checkpoint_every == 0 or done == train.iterations):
             save_checkpoint(checkpoint, {"trainer": trainer.state_dict(), "rng": rng.capture(trainer.random_generators()),
@@ -403,7 +403,8 @@ def run_dpdfd_experiment(method: DPDFD, config: DPDFDExperimentConfig) -> dict[s
             kill_hook(done)
     final_accuracy = accuracy()
     epsilon = trainer.ledger.epsilon(options.delta)
-    privacy.update(epsilon=epsilon, releases=trainer.ledger.releases)
+    privacy.update(epsilon=finite_or_none(epsilon), planned_epsilon=finite_or_none(privacy["planned_epsilon"]),
+                   releases=trainer.ledger.releases)
     eps_text = "inf (non-private)" if math.isinf(epsilon) else f"{epsilon:.3g}"
     summary = (f"student ({train.backbone}) test accuracy {100 * final_accuracy:.1f}% on {data.name} at epsilon "
                f"{eps_text} (delta {options.delta:g}, sigma {privacy['sigma']:.4g}, {trainer.ledger.releases} "
@@ -416,5 +417,11 @@ def run_dpdfd_experiment(method: DPDFD, config: DPDFDExperimentConfig) -> dict[s
                          "pixel_range": "[-1, 1]; the teacher (trained on [0, 1]) sees (x + 1) / 2",
                          "teacher_calls_per_iteration": 1, "teacher_rows_per_iteration": train.batch_size},
             "history": history, "seconds": round(time.monotonic() - started, 3),
-            "final": {"test_accuracy": final_accuracy, "initial_test_accuracy": initial, "epsilon": epsilon},
+            "final": {"test_accuracy": final_accuracy, "initial_test_accuracy": initial,
+                      "epsilon": finite_or_none(epsilon)},
             "summary": summary}
+
+
+def finite_or_none(epsilon: float) -> float | None:
+    """epsilon for the result JSON: None (null) for an infinite, non-private one (JSON has no inf)."""
+    return None if math.isinf(epsilon) else epsilon
