@@ -89,6 +89,9 @@ register("mltm", "vision.multilabel.mltm:MLTM",
 register("kd", "vision.distill.kd:KD",
          "plain knowledge distillation (Hinton et al.): CE plus temperature-scaled KL to the teacher",
          family="distill")
+register("dhkd", "vision.distill.dhkd:DHKD",
+         "DHKD: CE on the main head, BinaryKL-Norm to the teacher's logits on an auxiliary head, gradient alignment",
+         family="distill")
 
 
 def _load(target: str) -> Any:
