@@ -109,6 +109,9 @@ register("dpdfd", "vision.distill.dpdfd:DPDFD",
          "DPDFD: data-free student via a generator, normalised + noised output gradients, Opacus RDP epsilon",
          family="distill", experiment="vision.distill.dpdfd:DPDFDExperimentConfig",
          runner="vision.distill.dpdfd:run_dpdfd_experiment")
+register("dhkd", "vision.distill.dhkd:DHKD",
+         "DHKD: CE on the main head, BinaryKL-Norm to the teacher's logits on an auxiliary head, gradient alignment",
+         family="distill")
 
 
 def _load(target: str) -> Any:

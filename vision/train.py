@@ -1,8 +1,8 @@
 """One compact training loop that every vision method plugs into.
 
 A method (:class:`Method`) may add trainable modules (a projection head, a second network), choose
-the samples to trust at the start of each epoch after warmup (``select``), define the batch loss,
-act after every optimiser step (``after_step``: a momentum encoder) and predict at test time
+the samples to trust at the start of each epoch after warmup (``select``), define the batch loss
+(or its parts, and how their gradients combine: ``backward``), act after every optimiser step (``after_step``: a momentum encoder) and predict at test time
 (``predict``: an ensemble). The loop
 handles seeding, the device, AMP on CUDA, SGD with a cosine schedule, weak/strong augmented views,
 per-epoch checkpoints (atomic; a run resumes from its last epoch, with every random state put back,
@@ -97,8 +97,15 @@ class Method:
         """A bool mask of trusted training samples for this epoch, or None for all."""
         return None
 
-    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """The batch loss, or a tuple of its parts (the loss is their sum; see :meth:`backward`)."""
         return nn.functional.cross_entropy(model(batch.weak), batch.labels)
+
+    def backward(self, parts: tuple[torch.Tensor, ...], params: list[nn.Parameter]) -> None:
+        """Fill ``params``' gradients (zeroed, set to None) from the loss parts before the optimiser
+        step; by default the gradient of their sum. A method may combine the parts' gradients
+        otherwise (gradient surgery: DHKD's alignment of the distillation gradient with the CE one)."""
+        sum(parts).backward()
 
     def after_step(self, model: nn.Module) -> None:
         """Called after every optimiser step (e.g. a momentum encoder's update)."""
@@ -184,12 +191,13 @@ def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, conf
                           trusted[rows].to(device), epoch, optimizer.param_groups[0]["lr"])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 loss = method.loss(model, batch)
+            parts = tuple(loss) if isinstance(loss, (tuple, list)) else (loss,)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            method.backward(parts, params)
             optimizer.step()
             scheduler.step()
             method.after_step(model)
-            total, count = total + float(loss.detach()) * len(rows), count + len(rows)
+            total, count = total + float(sum(p.detach() for p in parts)) * len(rows), count + len(rows)
         accuracy = float((method.predict(model, data.test_images).argmax(1).cpu() == data.test_labels).float().mean())
         history.append({"epoch": epoch, "loss": total / max(count, 1), "test_accuracy": accuracy,
                         "selection": selection_metrics(selected, clean), "seconds": round(time.monotonic() - started, 3)})

@@ -5,5 +5,7 @@ training split (or loaded from ``teacher_weights``), frozen and put in eval mode
 :class:`vision.distill.base.Distiller` run by :func:`vision.train.fit`, whose loss sees the
 teacher's logits of the same augmented batch. The shared loss is :func:`vision.distill.kd.softmax_kd`
 (Hinton et al.'s temperature-scaled KL, written out in its docstring). Members: ``kd`` (the plain
-KD baseline); the student alone (cross-entropy) is the other baseline.
+KD baseline), ``dhkd`` (:mod:`vision.distill.dhkd`: dual-head KD, a logit-level BinaryKL-Norm on an
+auxiliary head, optional gradient alignment through :meth:`vision.train.Method.backward`); the
+student alone (cross-entropy) is the other baseline.
 """

@@ -14,10 +14,26 @@ cross-entropy baseline, under the same protocol.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from curate.core.errors import BadInputError
 from vision.train import Method, TrainConfig
+
+
+@dataclass
+class TeacherTrainConfig(TrainConfig):
+    """The teacher's training settings: a TrainConfig whose own defaults are the teacher's, so that a
+    partial ``teacher:`` section keeps them (a section is built from its class's defaults)."""
+    backbone: str = "convnet"
+    warmup_epochs: int = 0
+
+
+@dataclass
+class StudentTrainConfig(TrainConfig):
+    """The student's training settings (the ``train:`` section), a narrow student by default."""
+    backbone: str = "mlp:32"
+    warmup_epochs: int = 0
 
 
 @dataclass
@@ -26,15 +42,21 @@ class DistillExperimentConfig:
     root: str | None = None
     image_size: int | None = None
     seed: int = 0  # the train/test split
-    teacher: TrainConfig = field(default_factory=lambda: TrainConfig(backbone="convnet", warmup_epochs=0))
+    teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     teacher_weights: str | None = None  # a saved state_dict of the teacher backbone, in place of training it
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(backbone="mlp:32", warmup_epochs=0))
+    train: StudentTrainConfig = field(default_factory=StudentTrainConfig)
     method: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.teacher_weights is not None and not Path(self.teacher_weights).is_file():
+            raise BadInputError(f"teacher_weights: no file at {self.teacher_weights!r}")
 
 
 def train_teacher(data, config: DistillExperimentConfig):
     """(the frozen teacher, a summary dict): trained by cross-entropy on ``data``'s training split,
     or loaded from ``config.teacher_weights``."""
+    import pickle
+
     import torch
 
     from vision.backbones import build_backbone
@@ -46,9 +68,10 @@ def train_teacher(data, config: DistillExperimentConfig):
         try:
             state = torch.load(config.teacher_weights, map_location="cpu", weights_only=True)
             teacher.load_state_dict(state)
-        except (OSError, RuntimeError, ValueError) as err:
+        except (OSError, RuntimeError, ValueError, TypeError, AttributeError, pickle.UnpicklingError, EOFError) as err:
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             raise BadInputError(f"teacher_weights: cannot load {config.teacher_weights} into a "
-                                f"'{config.teacher.backbone}' teacher ({str(err).splitlines()[0]})") from err
+                                f"'{config.teacher.backbone}' teacher ({reason})") from err
         result = None
     else:
         keeper = TeacherTraining()

@@ -40,8 +40,9 @@ class KDConfig:
     def __post_init__(self) -> None:
         if self.temperature <= 0:
             raise BadInputError(f"temperature must be positive, got {self.temperature}")
-        if self.ce_weight < 0 or self.kd_weight < 0:
-            raise BadInputError(f"ce_weight and kd_weight must be >= 0, got {self.ce_weight}, {self.kd_weight}")
+        for name in ("ce_weight", "kd_weight"):
+            if getattr(self, name) < 0:
+                raise BadInputError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 class KD(Distiller):
