@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,13 +17,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from curate.cli import main as curate_main
+from forked import run_forked
 from vision.backbones import build_backbone
 from vision.distill.dhkd import DHKD, DHKDConfig, DualHead, align_gradients, aligned_backward, bkl_norm
 from vision.distill.kd import softmax_kd
 from vision.train import KILL_AFTER_EPOCH, Batch, TrainConfig, fit
 
 ROOT = Path(__file__).resolve().parents[1]
-FORK = multiprocessing.get_context("fork")
 DATA = SimpleNamespace(num_classes=10)
 
 
@@ -286,13 +285,7 @@ def _train(checkpoint_dir: Path, kill_after: int | None) -> None:
 
 
 def _run(checkpoint_dir: Path, kill_after: int | None = None) -> int:
-    child = FORK.Process(target=_train, args=(checkpoint_dir, kill_after))
-    child.start()
-    child.join(120)
-    if child.is_alive():
-        child.kill()
-        child.join()
-    return child.exitcode
+    return run_forked(_train, checkpoint_dir, kill_after)
 
 
 def test_a_run_killed_after_epoch_one_resumes_to_the_uninterrupted_result(tmp_path):

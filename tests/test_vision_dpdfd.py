@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch import nn
 
 from curate.cli import main as curate_main
 from curate.core.errors import BadInputError
+from forked import run_forked
 from vision.distill.dp import PrivacyLedger, plan_sigma, planned_epsilon, sanitise
 from vision.distill.dpdfd import (DPDFDConfig, DPDFDTrainConfig, DPDFDTrainer, Generator, PixelRange,
                                   per_sample_loss, privacy_plan)
@@ -35,7 +35,6 @@ from vision.train import KILL_AFTER_EPOCH
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "vision" / "dpdfd.yaml"
-FORK = multiprocessing.get_context("fork")
 FEATURES, CLASSES = 20, 5  # the spec's CPU unit-test setting: make_classification vectors, an MLP G
 
 
@@ -310,13 +309,7 @@ def _child(config: dict, checkpoint_dir: Path, kill_after: int | None) -> None:
 
 
 def _run(config: dict, checkpoint_dir: Path, kill_after: int | None = None) -> int:
-    child = FORK.Process(target=_child, args=(config, checkpoint_dir, kill_after))
-    child.start()
-    child.join(120)
-    if child.is_alive():
-        child.kill()
-        child.join()
-    return child.exitcode
+    return run_forked(_child, config, checkpoint_dir, kill_after)
 
 
 def test_a_run_killed_after_iteration_four_resumes_to_the_uninterrupted_result(tmp_path):

@@ -5,7 +5,6 @@ implementation it catches (see the federated block of tests/mutants.py)."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 import yaml
 
 from curate.cli import main as curate_main
+from forked import run_forked
 from vision.federated.base import fedavg, local_train, not_true_log_probs, sample_clients
 from vision.federated.experiment import (FederatedExperimentConfig, FederatedTrainConfig, PartitionConfig,
                                          build_federation, run_inprocess)
@@ -26,7 +26,6 @@ from vision.registry import build_method
 from vision.train import KILL_AFTER_EPOCH
 
 ROOT = Path(__file__).resolve().parents[1]
-FORK = multiprocessing.get_context("fork")
 
 
 def _mask(classes, c: int = 10) -> torch.Tensor:
@@ -263,13 +262,7 @@ def _train(checkpoint_dir: Path, kill_after: int | None) -> None:
 
 
 def _run(checkpoint_dir: Path, kill_after: int | None = None) -> int:
-    child = FORK.Process(target=_train, args=(checkpoint_dir, kill_after))
-    child.start()
-    child.join(120)
-    if child.is_alive():
-        child.kill()
-        child.join()
-    return child.exitcode
+    return run_forked(_train, checkpoint_dir, kill_after)
 
 
 def test_a_run_killed_after_round_two_resumes_to_the_uninterrupted_result(tmp_path):

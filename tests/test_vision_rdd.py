@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import yaml
 from torch.nn import functional as F
 
 from curate.cli import main as curate_main
+from forked import run_forked
 from vision.distill.kd import softmax_kd
 from vision.distill.rdd import (RDD, PixelKD, RDDConfig, ohem_hard, tfe_task_loss, tfe_weights, tse_selection,
                                 tse_task_loss)
@@ -27,7 +27,6 @@ from vision.distill.segnets import SegFCN
 from vision.distill.shapes import IGNORE, ShapesConfig, _flip_boundaries, make_shapes
 from vision.train import KILL_AFTER_EPOCH
 
-FORK = multiprocessing.get_context("fork")
 
 
 def _logits(*shape: int, seed: int) -> torch.Tensor:
@@ -297,13 +296,7 @@ def _train(checkpoint_dir: Path, kill_after: int | None) -> None:
 
 
 def _run(checkpoint_dir: Path, kill_after: int | None = None) -> int:
-    child = FORK.Process(target=_train, args=(checkpoint_dir, kill_after))
-    child.start()
-    child.join(120)
-    if child.is_alive():
-        child.kill()
-        child.join()
-    return child.exitcode
+    return run_forked(_train, checkpoint_dir, kill_after)
 
 
 def test_a_run_killed_after_epoch_three_resumes_to_the_uninterrupted_result(tmp_path):

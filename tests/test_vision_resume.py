@@ -12,7 +12,6 @@ kept as plain attributes: the resumed epoch would contrast with other keys and q
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import random
 from pathlib import Path
@@ -21,13 +20,13 @@ import numpy as np
 import pytest
 import torch
 
+from forked import run_forked
 from vision import rng
 from vision.data import ImageData, load_images
 from vision.registry import build_method
 from vision.noise import NoiseConfig, inject
 from vision.train import KILL_AFTER_EPOCH, Method, TrainConfig, fit
 
-FORK = multiprocessing.get_context("fork")
 
 
 class EveryRng(Method):
@@ -77,13 +76,7 @@ def _train(name: str, data: ImageData, labels: np.ndarray, clean: np.ndarray, ch
 
 def _run(name: str, digits: tuple, checkpoint_dir: Path, kill_after: int | None = None) -> int:
     """Train in a forked child; its exit code (-9: SIGKILLed)."""
-    child = FORK.Process(target=_train, args=(name, *digits, checkpoint_dir, kill_after))
-    child.start()
-    child.join(120)
-    if child.is_alive():  # hung: end it and fail
-        child.kill()
-        child.join()
-    return child.exitcode
+    return run_forked(_train, name, *digits, checkpoint_dir, kill_after)
 
 
 def _outcome(checkpoint_dir: Path) -> tuple[list[dict], dict[str, torch.Tensor], set[str]]:

@@ -89,6 +89,17 @@ register("mltm", "vision.multilabel.mltm:MLTM",
 register("kd", "vision.distill.kd:KD",
          "plain knowledge distillation (Hinton et al.): CE plus temperature-scaled KL to the teacher",
          family="distill")
+register("dhkd", "vision.distill.dhkd:DHKD",
+         "DHKD: CE on the main head, BinaryKL-Norm to the teacher's logits on an auxiliary head, gradient alignment",
+         family="distill")
+register("rdd", "vision.distill.rdd:RDD",
+         "RDD: pixel KD, CE weighted by the teacher's head agreement, then on pixels of differing difficulty (segmentation)",
+         family="distill", experiment="vision.distill.segmentation:SegmentationExperimentConfig",
+         runner="vision.distill.segmentation:run_segmentation_experiment")
+register("dpdfd", "vision.distill.dpdfd:DPDFD",
+         "DPDFD: data-free student via a generator, normalised + noised output gradients, Opacus RDP epsilon",
+         family="distill", experiment="vision.distill.dpdfd:DPDFDExperimentConfig",
+         runner="vision.distill.dpdfd:run_dpdfd_experiment")
 register("fedavg", "vision.federated.fedavg:FedAvg",
          "FedAvg: clients minimise cross-entropy locally, the server averages weights by data size",
          family="federated")
@@ -101,17 +112,6 @@ register("fedlmd", "vision.federated.fedlmd:FedLMD",
 register("fedlmd_tf", "vision.federated.fedlmd_tf:FedLMDTf",
          "FedLMD-Tf: teacher-free FedLMD, a uniform target over the client's minority labels",
          family="federated")
-register("rdd", "vision.distill.rdd:RDD",
-         "RDD: pixel KD, CE weighted by the teacher's head agreement, then on pixels of differing difficulty (segmentation)",
-         family="distill", experiment="vision.distill.segmentation:SegmentationExperimentConfig",
-         runner="vision.distill.segmentation:run_segmentation_experiment")
-register("dpdfd", "vision.distill.dpdfd:DPDFD",
-         "DPDFD: data-free student via a generator, normalised + noised output gradients, Opacus RDP epsilon",
-         family="distill", experiment="vision.distill.dpdfd:DPDFDExperimentConfig",
-         runner="vision.distill.dpdfd:run_dpdfd_experiment")
-register("dhkd", "vision.distill.dhkd:DHKD",
-         "DHKD: CE on the main head, BinaryKL-Norm to the teacher's logits on an auxiliary head, gradient alignment",
-         family="distill")
 
 
 def _load(target: str) -> Any:
