@@ -865,6 +865,41 @@ MUTANTS: list[Mutant] = [
     Mutant("distill-teacher-weights-unpickling-error-uncaught", "vision/distill/experiment.py",
            "TypeError, AttributeError, pickle.UnpicklingError, EOFError", "TypeError, AttributeError, EOFError",
            ("tests/test_vision_distill.py::test_a_bad_teacher_weights_file_is_one_line",)),
+    # ECHO / M3D (vision/condense/echo.py)
+    Mutant("echo-u-statistic", "vision/condense/echo.py",
+           "return k[m:, m:].mean() - 2 * k[m:, :m].mean() + k[:m, :m].mean()",
+           "n, eye = len(x), torch.eye(len(z), dtype=torch.bool)\n    k = k.masked_fill(eye, 0)\n"
+           "    return k[m:, m:].sum() / max(n * n - n, 1) - 2 * k[m:, :m].mean() + k[:m, :m].sum() / max(m * m - m, 1)",
+           ("tests/test_vision_echo.py::test_mmd_of_a_permuted_copy_is_zero_and_mmd_is_never_negative",
+            "tests/test_vision_echo.py::test_the_linear_kernel_is_exactly_dm_value_and_gradient")),
+    Mutant("echo-mis-signed-cross-term", "vision/condense/echo.py",
+           "k[m:, m:].mean() - 2 * k[m:, :m].mean()", "k[m:, m:].mean() + 2 * k[m:, :m].mean()",
+           ("tests/test_vision_echo.py::test_mmd_of_a_permuted_copy_is_zero_and_mmd_is_never_negative",)),
+    Mutant("echo-fixed-bandwidth", "vision/condense/echo.py",
+           "h = mean_bandwidth(z) if bandwidth is None else bandwidth", "h = 1.0 if bandwidth is None else bandwidth",
+           ("tests/test_vision_echo.py::test_the_bandwidth_is_scale_free",)),
+    Mutant("echo-bandwidth-not-detached", "vision/condense/echo.py",
+           "    z = z.detach()\n    n = len(z)", "    n = len(z)",
+           ("tests/test_vision_echo.py::test_the_bandwidth_is_detached",)),
+    Mutant("echo-loss-ignores-kernel", "vision/condense/echo.py",
+           "return mmd2(real, synthetic, self.config.kernel)", "return mmd2(real, synthetic, \"linear\")",
+           ("tests/test_vision_echo.py::test_toy_condensation_gaussian_covers_both_modes_linear_does_not",)),
+    # condensation family (vision/condense/)
+    Mutant("condense-independent-augmentation-draws", "vision/condense/base.py",
+           "both = augment(torch.cat([real, synthetic]))", "both = torch.cat([augment(real), augment(synthetic)])",
+           ("tests/test_vision_condense.py::test_one_draw_is_shared_by_the_real_and_synthetic_halves",)),
+    Mutant("condense-init-ignores-class", "vision/condense/base.py",
+           "chosen = torch.cat([r[torch.randperm(len(r), generator=generator)[:ipc]] for r in rows])",
+           "chosen = torch.randperm(len(data.train_labels), generator=generator)[:ipc * len(rows)]",
+           ("tests/test_vision_condense.py::test_synthetic_images_start_as_seeded_real_images_of_their_class",)),
+    Mutant("condense-evaluation-also-on-real-set", "vision/condense/evaluate.py",
+           "synthetic = ImageData(images.detach().cpu().clamp(0, 1), labels,",
+           "synthetic = ImageData(torch.cat([images.detach().cpu().clamp(0, 1), data.train_images]), "
+           "torch.cat([labels, data.train_labels]),",
+           ("tests/test_vision_condense.py::test_evaluation_trains_on_the_synthetic_set_only_and_is_seeded",)),
+    Mutant("condense-checkpoint-without-augment-state", "vision/condense/experiment.py",
+           'generators = {"real": sampler.generator, "augment": augment.generator,', 'generators = {"real": sampler.generator,',
+           ("tests/test_vision_condense.py::test_condensation_resumes_after_sigkill_to_the_identical_result",)),
 ]
 
 
