@@ -53,7 +53,8 @@ def main() -> None:
     parser.add_argument("--root", help="torchvision download folder (gpu preset)")
     parser.add_argument("--out")
     args = parser.parse_args()
-    torch.set_num_threads(1) if args.device == "cpu" else None
+    if args.device == "cpu":
+        torch.set_num_threads(1)
     preset = PRESETS[args.preset]
     ipcs, iterations = args.ipcs or preset["ipcs"], args.iterations or preset["iterations"]
     eval_epochs = args.eval_epochs or preset["eval_epochs"]
