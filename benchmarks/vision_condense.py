@@ -27,7 +27,7 @@ from common import mean_std, report
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PRESETS = {
-    "cpu": {"dataset": "digits", "ipcs": [1, 10], "iterations": 100, "eval_epochs": 100,
+    "cpu": {"dataset": "digits", "ipcs": [1, 10], "iterations": 300, "eval_epochs": 200,
             "train": {"width": 32, "batch_real": 64}, "evaluate": {"backbone": "convnet:32"}},
     "gpu": {"dataset": "cifar10", "ipcs": [1, 10, 50], "iterations": 20000, "eval_epochs": 1000,
             "train": {"width": 128, "depth": 3, "batch_real": 256, "batch_syn_max": 256},
