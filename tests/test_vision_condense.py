@@ -47,7 +47,7 @@ def test_one_draw_is_shared_by_the_real_and_synthetic_halves(digits):
     net = RandomNetworks(digits, 16, None, 1, 0, torch.device("cpu")).at(0)
     for _ in range(3):
         real, syn = match_features(net, augment, x, x.clone().requires_grad_(True))
-        assert float(dm_loss(real, syn)) < 1e-10 and not real.requires_grad
+        assert float(dm_loss(real, syn).detach()) < 1e-10 and not real.requires_grad
 
 
 def test_synthetic_images_start_as_seeded_real_images_of_their_class(digits):
