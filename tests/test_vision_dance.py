@@ -12,10 +12,17 @@ from torch import nn
 
 from curate.core.errors import BadInputError
 from vision.backbones import build_backbone
+from forked import run_forked
+from curate.cli import main as curate_main
 from vision.condense import dance
-from vision.condense.dance import (DanceConfig, Expert, calibration_loss, dance_iteration, draw_expert,
-                                   inner_loss, middle_encoder, pretrain_experts)
-from vision.data import from_tensors
+from vision.condense.augment import DiffAugment
+from vision.condense.base import Step, SyntheticSet, match_features
+from vision.condense.dance import (DANCE, DanceConfig, Expert, draw_expert, draw_seed, middle_encoder,
+                                   pretrain_experts)
+from vision.condense.dm import DM, dm_loss
+from vision.condense.experiment import CondenseTrainConfig, condense
+from vision.data import from_tensors, load_images
+from vision.train import KILL_AFTER_EPOCH
 
 
 class BNNet(nn.Module):
@@ -51,21 +58,15 @@ def _toy_data(n_per_class: int = 12, classes: int = 3, seed: int = 0):
 def _experts(n: int = 2, classes: int = 3) -> list[Expert]:
     out = []
     for i in range(n):
-        init = dance._frozen(build_backbone("convnet:8", 1, classes, 8, seed=10 + i))
-        final = dance._frozen(build_backbone("convnet:8", 1, classes, 8, seed=20 + i))
+        init = dance.freeze(build_backbone("convnet:8", 1, classes, 8, seed=10 + i))
+        final = dance.freeze(build_backbone("convnet:8", 1, classes, 8, seed=20 + i))
         out.append(Expert(init, final))
     return out
 
 
-def _shift(seed: int):
-    """A shared-draw augmentation: one random roll and brightness for the whole batch per call."""
-    g = torch.Generator().manual_seed(seed)
-
-    def augment(x):
-        dx, dy = (int(v) for v in torch.randint(-2, 3, (2,), generator=g))
-        scale = 0.7 + 0.6 * float(torch.rand(1, generator=g))
-        return torch.roll(x, (dx, dy), (2, 3)) * scale
-    return augment
+def _train(**overrides) -> CondenseTrainConfig:
+    return CondenseTrainConfig(**{"ipc": 2, "iterations": 3, "lr_img": 0.5, "batch_real": 6, "width": 8,
+                                  "augment": "color_crop_cutout", "seed": 0, **overrides})
 
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -98,23 +99,23 @@ def test_middle_encoder_interpolates_parameters_exactly_and_keeps_the_experts(la
     assert _same(_state(init), before0) and _same(_state(final), before_t)
 
 
-def test_dance_iteration_updates_only_the_images():
+def test_each_iteration_matches_under_the_drawn_middle_encoder_and_leaves_the_experts():
     data = _toy_data()
-    experts = _experts()
+    experts = _experts(3)
     states = [(_state(e.init), _state(e.final)) for e in experts]
-    images = data.train_images[::6].clone().requires_grad_(True)
-    labels = data.train_labels[::6].clone()
-    start = images.detach().clone()
-    optimizer = torch.optim.SGD([images], lr=0.1, momentum=0.5)
-    mid = copy.deepcopy(experts[0].init)
-    generator = torch.Generator().manual_seed(3)
-    record = dance_iteration(images, labels, lambda c: data.train_images[data.train_labels == c][:5],
-                             _shift(0), experts, optimizer, generator, iter_calib=1, mid=mid)
-    assert not torch.equal(images.detach(), start)
+    method = DANCE(DanceConfig(iter_calib=1), experts)
+    method.prepare(data, _train())
+    reference = torch.Generator().manual_seed(draw_seed(0))
+    for it in range(4):
+        net = method.network(it, None)
+        index, lam = draw_expert(reference, 3)
+        assert method.draw == (index, lam)
+        e = experts[index]
+        for p, p0, p_t in zip(net.parameters(), e.init.parameters(), e.final.parameters()):
+            assert torch.equal(p, lam * p0 + (1 - lam) * p_t)
+    synthetic, history = condense(method, data, _train())
+    assert len(history) == 3 and not torch.equal(synthetic.images.detach(), data.train_images[synthetic.source_rows])
     assert all(_same(_state(e.init), s0) and _same(_state(e.final), s_t) for e, (s0, s_t) in zip(experts, states))
-    e, lam = experts[record["expert"]], record["lambda"]
-    for p, p0, p_t in zip(mid.parameters(), e.init.parameters(), e.final.parameters()):
-        assert torch.equal(p, lam * p0 + (1 - lam) * p_t)
 
 
 def test_draws_are_seeded_and_cover_the_experts():
@@ -128,134 +129,115 @@ def test_draws_are_seeded_and_cover_the_experts():
 
 # -- 2. the inner loss is DM's under the middle encoder ------------------------------------------
 
-def test_inner_loss_is_the_squared_distance_of_mean_features_without_real_gradients():
-    encoder = _experts(1)[0].final
+def test_the_inner_loss_is_the_mean_feature_distance_under_the_middle_encoder():
+    data = _toy_data()
+    experts = _experts(3)
+    # no augmentation and a real batch of the whole class: the first iteration's loss by hand
+    config = _train(iterations=1, augment="none", batch_real=100)
+    synthetic, history = condense(DANCE(DanceConfig(iter_calib=0), experts), data, config)
+    start = SyntheticSet(data, config.ipc, config.seed).images.detach()
+    index, lam = draw_expert(torch.Generator().manual_seed(draw_seed(0)), 3)
+    assert 0.05 < lam < 0.95
+    mid = middle_encoder(experts[index].init, experts[index].final, lam)
+    with torch.no_grad():
+        by_hand = [float(((mid.features(data.train_images[data.train_labels == c]).mean(0)
+                           - mid.features(start[synthetic.labels == c]).mean(0)) ** 2).sum()) for c in range(3)]
+    assert history[0]["loss"] == pytest.approx(sum(by_hand) / 3, rel=1e-4) and history[0]["loss"] > 1e-3
+
+
+def test_the_inner_loss_is_zero_when_the_synthetic_set_copies_the_real_one():
+    data = _toy_data(n_per_class=6)
+    # every real image of a class is a synthetic one: under ONE shared draw the means agree
+    config = _train(ipc=6, batch_real=6, iterations=2)
+    synthetic, history = condense(DANCE(DanceConfig(iter_calib=0), _experts()), data, config)
+    assert max(h["loss"] for h in history) < 1e-9
+    assert torch.allclose(synthetic.images.detach(), data.train_images[synthetic.source_rows], atol=1e-4)
+
+
+def test_real_features_take_no_gradient_under_the_middle_encoder():
+    e = _experts(1)[0]
+    mid = middle_encoder(e.init, e.final, 0.4)
     g = torch.Generator().manual_seed(1)
     real = torch.rand(7, 1, 8, 8, generator=g).requires_grad_(True)
     synthetic = torch.rand(3, 1, 8, 8, generator=g).requires_grad_(True)
-    loss = inner_loss(real, synthetic, encoder)
-    by_hand = ((encoder.features(real).mean(0) - encoder.features(synthetic).mean(0)) ** 2).sum()
-    assert torch.allclose(loss, by_hand.detach(), rtol=1e-6) and float(loss) > 0
+    loss = dm_loss(*match_features(mid, DiffAugment("color_crop_cutout", seed=0), real, synthetic))
     loss.backward()
-    assert real.grad is None and synthetic.grad is not None and synthetic.grad.abs().sum() > 0
-    assert float(inner_loss(real, real.detach().clone(), encoder)) == 0.0
+    # the shared draw runs on [R; S], so R may get an all-zero gradient from the slice; never a real one
+    assert float(loss) > 0 and (real.grad is None or not real.grad.any()) and synthetic.grad.abs().sum() > 0
 
 
-def test_inner_loss_is_zero_when_the_synthetic_set_copies_the_real_one():
-    data = _toy_data(n_per_class=6)
-    experts = _experts()
-    images, labels = data.train_images.clone().requires_grad_(True), data.train_labels.clone()
-    order = torch.Generator().manual_seed(9)
+# -- 3. calibration uses the trained expert, moves images into their class; iter_calib = 0 is DM ----
 
-    def sample_real(c):  # the whole class, shuffled: the same mean as the synthetic class
-        rows = (data.train_labels == c).nonzero().squeeze(1)
-        return data.train_images[rows[torch.randperm(len(rows), generator=order)]]
-
-    optimizer = torch.optim.SGD([images], lr=1.0, momentum=0.5)
-    record = dance_iteration(images, labels, sample_real, _shift(4), experts, optimizer,
-                             torch.Generator().manual_seed(0), iter_calib=0)
-    assert max(record["inner"]) < 1e-9
-    # not vacuous: independent draws for the two halves do not match
-    augment, mid = _shift(4), experts[record["expert"]].final
-    x = data.train_images[data.train_labels == 0]
-    assert float(inner_loss(augment(x), augment(x), mid)) > 1e-3
-
-
-def test_iteration_losses_are_the_middle_encoder_and_trained_expert_losses():
+def test_the_calibration_is_the_trained_experts_ce_on_each_class():
     data = _toy_data()
     experts = _experts(3)
-    images = data.train_images[1::4].clone().requires_grad_(True)
-    labels = data.train_labels[1::4].clone()
-    real = {c: data.train_images[data.train_labels == c][:6] for c in range(3)}
-    optimizer = torch.optim.SGD([images], lr=0.0, momentum=0.5)  # lr 0: the images stay, losses recomputable
-    seed = 11
-    record = dance_iteration(images, labels, real.__getitem__, lambda x: x, experts, optimizer,
-                             torch.Generator().manual_seed(seed), iter_calib=1)
-    index, lam = draw_expert(torch.Generator().manual_seed(seed), len(experts))
-    assert (record["expert"], record["lambda"]) == (index, lam) and 0.05 < lam < 0.95
+    method = DANCE(DanceConfig(iter_calib=2), experts)
+    method.prepare(data, _train())
+    synthetic = SyntheticSet(data, 3, seed=0)
+    optimizer = torch.optim.SGD([synthetic.images], lr=0.0, momentum=0.5)  # lr 0: the images stay
+    method.network(0, None)
+    index, lam = method.draw
+    assert 0.05 < lam < 0.95
+    method.after_matching(Step(0, synthetic, optimizer, lambda x: x, 200))
     e = experts[index]
-    mid = middle_encoder(e.init, e.final, lam)
     with torch.no_grad():
-        inner = [float(((mid.features(real[c]).mean(0) - mid.features(images[labels == c]).mean(0)) ** 2).sum())
-                 for c in range(3)]
-        calib = [float(nn.functional.cross_entropy(e.final(images[labels == c]), labels[labels == c]))
-                 for c in range(3)]
-    assert record["inner"] == pytest.approx(inner, rel=1e-5)
-    assert record["calibration"] == pytest.approx(calib, rel=1e-5)
+        by_hand = [float(nn.functional.cross_entropy(e.final(synthetic.of_class(c)), torch.full((3,), c)))
+                   for c in range(3)]
+    assert method.calibration == pytest.approx(by_hand * 2, rel=1e-5)
 
 
-# -- 3. calibration moves images into their class; iter_calib = 0 is DM with middle encoders -------
-
-def test_one_calibration_step_lowers_the_trained_experts_ce():
-    torch.manual_seed(0)
+def test_one_calibration_round_lowers_the_trained_experts_ce():
     expert = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
     with torch.no_grad():  # a fixed "trained" linear expert: class 0 left, class 1 right
         expert[1].weight.copy_(torch.tensor([[-2.0, 0, 0, 0], [2.0, 0, 0, 0]]))
         expert[1].bias.zero_()
-    dance._frozen(expert)
+    dance.freeze(expert)
     labels = torch.tensor([0, 0, 1, 1])
     # every image starts on the wrong side
-    images = torch.tensor([[0.8, 0.1, 0.2, 0.3], [0.6, 0.5, 0.5, 0.5], [-0.7, 0.2, 0.1, 0.0], [-0.2, 0, 0, 0.4]])
-    images = images.view(4, 1, 2, 2).requires_grad_(True)
+    start = torch.tensor([[0.8, 0.1, 0.2, 0.3], [0.6, 0.5, 0.5, 0.5], [-0.7, 0.2, 0.1, 0.0], [-0.2, 0, 0, 0.4]])
+    synthetic = SyntheticSet(from_tensors(start.view(4, 1, 2, 2), labels), 2, seed=0)
+    images = synthetic.images
+
     def ce():  # by hand, against the labels
-        return float(nn.functional.cross_entropy(expert(images), labels))
+        return float(nn.functional.cross_entropy(expert(images), synthetic.labels))
     before = ce()
-    accuracy_before = float((expert(images).argmax(1) == labels).float().mean())
+    accuracy_before = float((expert(images).argmax(1) == synthetic.labels).float().mean())
     optimizer = torch.optim.SGD([images], lr=0.05)
-    calibration_loss(images, labels, expert).backward()
-    optimizer.step()
-    after = ce()
-    assert after < before
-    assert float((expert(images).argmax(1) == labels).float().mean()) >= accuracy_before
+    losses = dance.calibrate(Step(0, synthetic, optimizer, lambda x: x, 200), expert, 1, torch.Generator())
+    assert len(losses) == 2 and ce() < before
+    assert float((expert(images).argmax(1) == synthetic.labels).float().mean()) >= accuracy_before
 
 
-def _reference_dm_with_middle_encoders(images, labels, sample_real, augment, experts, optimizer, generator, iters):
-    for _ in range(iters):
-        index, lam = draw_expert(generator, len(experts))
-        mid = middle_encoder(experts[index].init, experts[index].final, lam)
-        with torch.no_grad():
-            images.clamp_(0, 1)
-        for c in sorted(set(labels.tolist())):
-            real = sample_real(c)
-            batch = augment(torch.cat([real, images[labels == c]]))
-            with torch.no_grad():
-                target = mid.features(batch[:len(real)]).mean(0)
-            loss = ((mid.features(batch[len(real):]).mean(0) - target) ** 2).sum()
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+class MiddleEncoderDM(DM):
+    """The reference: DM whose network is DANCE's middle encoder (same draws), no calibration."""
+
+    def __init__(self, experts):
+        self.experts = experts
+
+    def prepare(self, data, config):
+        self.generator = torch.Generator().manual_seed(draw_seed(config.seed))
+
+    def generators(self):
+        return {"draws": self.generator}
+
+    def network(self, iteration, networks):
+        index, lam = draw_expert(self.generator, len(self.experts))
+        return middle_encoder(self.experts[index].init, self.experts[index].final, lam)
 
 
 def test_without_calibration_dance_is_dm_with_middle_encoders():
     data = _toy_data()
     experts = _experts()
-    start = data.train_images[::5].clone()
-    labels = data.train_labels[::5].clone()
-    runs = []
-    for variant in ("dance", "reference"):
-        images = start.clone().requires_grad_(True)
-        optimizer = torch.optim.SGD([images], lr=0.5, momentum=0.5)
-        real_order = torch.Generator().manual_seed(2)
-
-        def sample_real(c):
-            pool = data.train_images[data.train_labels == c]
-            return pool[torch.randperm(len(pool), generator=real_order)[:5]]
-        generator, augment = torch.Generator().manual_seed(7), _shift(1)
-        if variant == "dance":
-            for _ in range(3):
-                dance_iteration(images, labels, sample_real, augment, experts, optimizer, generator, iter_calib=0)
-        else:
-            _reference_dm_with_middle_encoders(images, labels, sample_real, augment, experts, optimizer, generator, 3)
-        runs.append(images.detach())
-    assert not torch.equal(runs[0], start)
-    assert torch.equal(runs[0], runs[1])
+    dm_mid, _ = condense(MiddleEncoderDM(experts), data, _train())
+    off, _ = condense(DANCE(DanceConfig(iter_calib=0), experts), data, _train())
+    on, _ = condense(DANCE(DanceConfig(iter_calib=1), experts), data, _train())
+    assert torch.equal(off.images, dm_mid.images)
+    assert not torch.equal(on.images, dm_mid.images)
 
 
 # -- pre-training --------------------------------------------------------------------------------
 
 def _digits_subset():
-    from vision.data import load_images
-
     data = load_images("digits", seed=0)
     keep = torch.arange(0, len(data.train_labels), 4)
     return from_tensors(data.train_images[keep], data.train_labels[keep], num_classes=10, name="digits-quarter")
@@ -287,5 +269,72 @@ def test_experts_are_trained_from_their_seeded_init_and_cached(tmp_path, monkeyp
 @pytest.mark.parametrize("field,value", [("num_experts", 0), ("expert_epochs", 0), ("iter_calib", -1),
                                          ("expert_lr", 0.0), ("expert_batch_size", 0)])
 def test_bad_options_name_the_field(field, value):
-    with pytest.raises(BadInputError, match=f"method.{field}"):
+    with pytest.raises(BadInputError, match=f"{field} must be"):
         DanceConfig(**{field: value})
+
+
+# -- the family's protocol: resume, CLI ----------------------------------------------------------
+
+SMALL = {"train": {"ipc": 1, "iterations": 4, "lr_img": 0.05, "batch_real": 16, "width": 8, "seed": 0},
+         "evaluate": {"backbone": "convnet:8", "epochs": 2},
+         "method": {"num_experts": 2, "expert_epochs": 1}}
+
+
+def _dance_child(folder, kill_after) -> None:
+    torch.set_num_threads(1)
+    if kill_after is not None:
+        import os
+
+        os.environ[KILL_AFTER_EPOCH] = str(kill_after)
+    from vision.registry import build_method
+
+    config = CondenseTrainConfig(**{**SMALL["train"], "iterations": 6}, checkpoint_dir=str(folder),
+                                 checkpoint_every=2)
+    synthetic, history = condense(build_method("dance", SMALL["method"]), _digits_subset(), config)
+    torch.save(synthetic.images.detach(), folder / "images.pt")
+
+
+def test_condensation_resumes_after_sigkill_to_the_identical_result(tmp_path):
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    whole.mkdir()
+    resumed.mkdir()
+    assert run_forked(_dance_child, whole, None) == 0
+    assert run_forked(_dance_child, resumed, 4) == -9
+    assert not (resumed / "images.pt").exists() and len(list(resumed.glob("dance-expert-*.pt"))) == 2
+    assert run_forked(_dance_child, resumed, None) == 0
+    assert torch.equal(torch.load(whole / "images.pt"), torch.load(resumed / "images.pt"))
+
+
+def _write(path, config) -> str:
+    import yaml
+
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_the_cli_runs_dance_and_prints_the_familys_summary(tmp_path, capsys):
+    config = {**SMALL, "method": {**SMALL["method"], "expert_dir": str(tmp_path / "experts")},
+              "out_dir": str(tmp_path / "images")}
+    out = tmp_path / "r.json"
+    assert curate_main(["vision", "dance", "--config", _write(tmp_path / "c.yaml", config), "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("dance: dance on digits, 1 images per class: test accuracy")
+    assert len(list((tmp_path / "experts").glob("dance-expert-*.pt"))) == 2 and out.exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"method": {"num_experts": 0}}, "num_experts must be at least 1, got 0"),
+    ({"method": {"iter_calib": -1}}, "iter_calib must be at least 0, got -1"),
+    ({"method": {"experts": 3}}, "method.experts"),
+    ({"train": {"depth": 3}}, "train.depth 3"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, bad, message):
+    out = tmp_path / "out"
+    config = {**SMALL, **bad, "out_dir": str(out / "images")}
+    if "method" in bad:
+        config["method"] = bad["method"]
+    else:
+        config["train"] = {**SMALL["train"], **bad["train"]}
+    code = curate_main(["vision", "dance", "--config", _write(tmp_path / "bad.yaml", config), "--out", str(out / "r.json")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1 and not out.exists()

@@ -2,20 +2,21 @@
 arXiv 2406.01063; authors' code github.com/Hansong-Zhang/DANCE, read, not copied).
 
 DANCE is distribution matching (DM) with a bank of pre-trained *experts* in place of DM's random
-networks:
+networks; :class:`DANCE` plugs into the condensation family's loop
+(:func:`vision.condense.experiment.condense`):
 
-- **pre-training** (:func:`pretrain_experts`, once): N ConvNets trained from scratch on the real
-  training split; each expert's initial weights θ0 and final weights θT are kept (cached on disk,
-  keyed by the data, the training settings and the seed);
-- **inner-class view** (:func:`inner_loss`): per class c, ``‖mean φ(A(R_c); θ_mid) − mean
-  φ(A(S_c); θ_mid)‖²`` (sum over feature dimensions, the real side under ``no_grad``) under a
-  *middle encoder* ``θ_mid = λ θ0 + (1 − λ) θT`` (:func:`middle_encoder`, parameters only), with an
-  expert i ~ U{0..N−1} and λ ~ U(0, 1) drawn per iteration from a seeded generator (:func:`draw_expert`);
-  A is the family's differentiable augmentation with ONE draw on the concatenated batch [R_c; S_c];
-- **inter-class view** (:func:`calibration_loss`): ``CE(f(A(S_c); θT), c)`` under the *trained*
-  expert, ``iter_calib`` rounds of one step per class, after all inner steps of the iteration.
-  The two losses are separate optimiser steps sharing one SGD pixel optimiser (and its momentum);
-  there is no weight between them (as in the code). :func:`dance_iteration` is one outer iteration.
+- **pre-training** (:func:`pretrain_experts`, in ``prepare``, once): N ConvNets of the loop's width
+  trained from scratch on the real training split; each expert's initial weights θ0 and final
+  weights θT are kept, cached on disk keyed by the data, the training settings and the seed;
+- **inner-class view** (``network`` + the loop): each iteration draws an expert i ~ U{0..N−1} and
+  λ ~ U(0, 1) from a seeded generator (:func:`draw_expert`) and returns the *middle encoder*
+  ``θ_mid = λ θ0 + (1 − λ) θT`` (:func:`middle_encoder`, parameters only); the loop then takes, per
+  class c, one step on ``‖mean φ(A(R_c); θ_mid) − mean φ(A(S_c); θ_mid)‖²`` (DM's loss, sum over
+  features, the real side under ``no_grad``, ONE augmentation draw on [R_c; S_c]);
+- **inter-class view** (``after_matching``, :func:`calibrate`): ``iter_calib`` rounds of one step
+  per class on ``CE(f(A(S_c); θT), c)`` under the *trained* expert of the iteration.
+  The two losses are separate optimiser steps sharing the loop's SGD pixel optimiser (and its
+  momentum), inner steps first; no weight between them (as in the code).
 
 Choices and omissions (the paper/code vs this module):
 - θ_mid's buffers are the trained expert's (a copy of θT, its parameters then overwritten); the
@@ -25,8 +26,8 @@ Choices and omissions (the paper/code vs this module):
   authors' MultiStepLR (×0.2 at 2/3, 5/6), DSA and CutMix [deviation].
 - ``num_experts`` experts are pre-trained and all are drawn from (the authors pre-train 20 and draw
   from the first ``num_premodel`` = 5; here both are ``num_experts``, default 5).
-- no ``batch_syn_max`` subsampling of the synthetic class batch (it only binds with
-  multi-formation or IPC > 200).
+- ``train.depth`` must be the ConvNet's default for the image size (the experts are built by name).
+- the paper's Fig. 3(c) diagnostic (expert accuracy on the synthetic set) is not reported.
 - left out: multi-formation (``factor`` > 1, IDC's decode) and CutMix at evaluation; the
   ``num_premodel = 0`` branch of the code (calibration only, no inner view).
 """
@@ -35,17 +36,20 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from curate.core.cache import derive_seed, digest
+from curate.core.cache import default_cache_dir, derive_seed, digest
+from curate.core.device import resolve_device
 from curate.core.errors import BadInputError
-from vision.backbones import build_backbone
+from vision.backbones import ConvNet, build_backbone
+from vision.condense.base import Condenser, Step
+from vision.condense.dm import dm_loss
+from vision.distill.base import freeze, weights_digest
 from vision.train import Method, TrainConfig, fit, save_checkpoint
 
 
@@ -56,15 +60,16 @@ class DanceConfig:
     expert_lr: float = 0.01
     expert_batch_size: int = 64
     iter_calib: int = 1  # rounds of the inter-class calibration per iteration (0: DM with middle encoders)
+    expert_dir: str | None = None  # the experts' cache; None: train.checkpoint_dir, else ~/.cache/curatekit/dance-experts
 
     def __post_init__(self) -> None:
         for name in ("num_experts", "expert_epochs", "expert_batch_size"):
             if getattr(self, name) < 1:
-                raise BadInputError(f"method.{name} must be at least 1, got {getattr(self, name)}")
+                raise BadInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.iter_calib < 0:
-            raise BadInputError(f"method.iter_calib must be at least 0, got {self.iter_calib}")
+            raise BadInputError(f"iter_calib must be at least 0, got {self.iter_calib}")
         if not self.expert_lr > 0:
-            raise BadInputError(f"method.expert_lr must be positive, got {self.expert_lr}")
+            raise BadInputError(f"expert_lr must be positive, got {self.expert_lr}")
 
 
 @dataclass
@@ -85,13 +90,6 @@ def _data_digest(data) -> str:
     h.update(data.train_images.contiguous().numpy().tobytes())
     h.update(data.train_labels.contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-def _frozen(model: nn.Module) -> nn.Module:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    return model
 
 
 class _KeepWeights(Method):
@@ -132,7 +130,7 @@ def pretrain_experts(data, backbone: str, config: DanceConfig, seed: int,
         for which in ("init", "final"):
             net = build_backbone(backbone, data.channels, data.num_classes, data.image_size)
             net.load_state_dict(state[which])
-            nets.append(_frozen(net))
+            nets.append(freeze(net))
         experts.append(Expert(*nets))
     return experts
 
@@ -152,7 +150,7 @@ def middle_encoder(init: nn.Module, final: nn.Module, lam: float, out: nn.Module
     initialisation); buffers are θT's, not interpolated. Written into ``out`` (reused across
     iterations) or a new frozen copy of ``final``; ``init`` and ``final`` are not modified."""
     if out is None:
-        out = _frozen(copy.deepcopy(final))
+        out = freeze(copy.deepcopy(final))
     else:
         for b_out, b_final in zip(out.buffers(), final.buffers()):
             b_out.copy_(b_final)
@@ -161,52 +159,83 @@ def middle_encoder(init: nn.Module, final: nn.Module, lam: float, out: nn.Module
     return out
 
 
-# -- the two views -------------------------------------------------------------------------------
-
-def inner_loss(real: torch.Tensor, synthetic: torch.Tensor, encoder: nn.Module) -> torch.Tensor:
-    """‖mean φ(real) − mean φ(synthetic)‖² under ``encoder`` (sum over features); no gradient
-    flows into the real side."""
-    with torch.no_grad():
-        target = encoder.features(real).mean(0)
-    return ((encoder.features(synthetic).mean(0) - target) ** 2).sum()
-
+# -- the two views in the family's loop ----------------------------------------------------------
 
 def calibration_loss(synthetic: torch.Tensor, labels: torch.Tensor, expert: nn.Module) -> torch.Tensor:
     """CE of the trained expert's logits on the (augmented) synthetic images against their labels."""
     return nn.functional.cross_entropy(expert(synthetic), labels)
 
 
-def dance_iteration(images: torch.Tensor, labels: torch.Tensor, sample_real: Callable[[int], torch.Tensor],
-                    augment: Callable[[torch.Tensor], torch.Tensor], experts: Sequence[Expert],
-                    optimizer: torch.optim.Optimizer, generator: torch.Generator, iter_calib: int,
-                    mid: nn.Module | None = None, classes: Sequence[int] | None = None) -> dict[str, Any]:
-    """One outer iteration on the learnable ``images`` (a leaf the ``optimizer`` owns; ``labels`` its
-    classes): draw (i, λ), build θ_mid, clamp the pixels to [0, 1], one inner step per class (real
-    and synthetic augmented with one draw), then ``iter_calib`` rounds of one calibration step per
-    class under θT^i. ``augment`` applies one random draw to a whole batch; ``sample_real(c)``
-    returns a batch of real images of class c. Returns the draw and the per-step losses."""
-    index, lam = draw_expert(generator, len(experts))
-    expert = experts[index]
-    mid = middle_encoder(expert.init, expert.final, lam, mid)
-    classes = list(classes) if classes is not None else sorted(set(labels.tolist()))
-    with torch.no_grad():
-        images.clamp_(0, 1)
-    inner, calib = [], []
-    for c in classes:
-        real = sample_real(c)
-        rows = (labels == c).nonzero().squeeze(1)
-        batch = augment(torch.cat([real.to(images.device), images[rows]]))
-        loss = inner_loss(batch[:len(real)], batch[len(real):], mid)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        inner.append(float(loss.detach()))
-    for _ in range(iter_calib):
-        for c in classes:
-            rows = (labels == c).nonzero().squeeze(1)
-            loss = calibration_loss(augment(images[rows]), labels[rows], expert.final)
-            optimizer.zero_grad(set_to_none=True)
+def calibrate(step: Step, expert: nn.Module, rounds: int, generator: torch.Generator) -> list[float]:
+    """``rounds`` x (one optimiser step per class c on ``CE(expert(A(S_c)), c)``), on the loop's
+    optimiser and augmentation; a class batch above ``batch_syn_max`` is subsampled from ``generator``.
+    Returns the losses before each step."""
+    losses = []
+    for _ in range(rounds):
+        for c in range(step.synthetic.num_classes):
+            synthetic = step.synthetic.of_class(c)
+            if len(synthetic) > step.batch_syn_max:
+                synthetic = synthetic[torch.randperm(len(synthetic), generator=generator)[:step.batch_syn_max]]
+            labels = torch.full((len(synthetic),), c, dtype=torch.long, device=synthetic.device)
+            loss = calibration_loss(step.augment(synthetic), labels, expert)
+            step.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            calib.append(float(loss.detach()))
-    return {"expert": index, "lambda": lam, "inner": inner, "calibration": calib}
+            step.optimizer.step()
+            losses.append(float(loss.detach()))
+    return losses
+
+
+def draw_seed(seed: int) -> int:
+    """The seed of DANCE's (expert, λ) draws for a run seeded ``seed``."""
+    return derive_seed(seed, "dance-draws")
+
+
+class DANCE(Condenser):
+    """DM's loop (per-class mean features, one augmentation draw on [R_c; S_c], the real side
+    without gradients) under a middle encoder of a drawn expert, then the calibration steps."""
+
+    name = "dance"
+    config_class = DanceConfig
+
+    def __init__(self, config: DanceConfig | None = None, experts: Sequence[Expert] | None = None):
+        self.config = config or DanceConfig()
+        self.given = list(experts) if experts is not None else None  # in place of pre-training (tests)
+
+    def identity(self) -> str:
+        given = "" if self.given is None else " experts=" + ",".join(weights_digest(e.final) for e in self.given)
+        return repr(self.config) + given
+
+    def prepare(self, data, config) -> None:
+        """Pre-train (or load) the experts: ConvNets of the loop's width, seeded by ``train.seed``."""
+        if self.given is None:
+            probe = ConvNet(data.channels, data.num_classes, data.image_size, width=1)
+            if config.depth is not None and config.depth != sum(isinstance(m, nn.Conv2d) for m in probe.modules()):
+                raise BadInputError(f"vision method 'dance': train.depth {config.depth} is not the ConvNet's "
+                                    f"default for {data.image_size}-pixel images (the experts use it); set it to null")
+            cache = (self.config.expert_dir or config.checkpoint_dir
+                     or default_cache_dir() / "dance-experts")
+            experts = pretrain_experts(data, f"convnet:{config.width}", self.config, config.seed, cache, config.device)
+        else:
+            experts = self.given
+        device = resolve_device(config.device)
+        self.experts = [Expert(e.init.to(device), e.final.to(device)) for e in experts]
+        self.generator = torch.Generator().manual_seed(draw_seed(config.seed))
+        self.mid: nn.Module | None = None
+        self.draw: tuple[int, float] | None = None
+        self.calibration: list[float] = []
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"draws": self.generator}
+
+    def network(self, iteration: int, networks) -> nn.Module:
+        self.draw = draw_expert(self.generator, len(self.experts))
+        expert = self.experts[self.draw[0]]
+        self.mid = middle_encoder(expert.init, expert.final, self.draw[1], self.mid)
+        return self.mid
+
+    def match_loss(self, real: torch.Tensor, synthetic: torch.Tensor) -> torch.Tensor:
+        return dm_loss(real, synthetic)
+
+    def after_matching(self, step: Step) -> None:
+        expert = self.experts[self.draw[0]].final
+        self.calibration = calibrate(step, expert, self.config.iter_calib, self.generator)
