@@ -163,7 +163,7 @@ def test_real_features_take_no_gradient_under_the_middle_encoder():
     loss = dm_loss(*match_features(mid, DiffAugment("color_crop_cutout", seed=0), real, synthetic))
     loss.backward()
     # the shared draw runs on [R; S], so R may get an all-zero gradient from the slice; never a real one
-    assert float(loss) > 0 and (real.grad is None or not real.grad.any()) and synthetic.grad.abs().sum() > 0
+    assert float(loss.detach()) > 0 and (real.grad is None or not real.grad.any()) and synthetic.grad.abs().sum() > 0
 
 
 # -- 3. calibration uses the trained expert, moves images into their class; iter_calib = 0 is DM ----

@@ -44,6 +44,9 @@ FAMILIES: dict[str, Family] = {
     "federated": Family("federated learning: clients train on their own data, skewed by label, and a server aggregates",
                         "vision.federated.experiment:FederatedExperimentConfig",
                         "vision.federated.experiment:run_federated_experiment"),
+    "condense": Family("dataset condensation: a few learnable synthetic images per class that train a network as the real set would",
+                       "vision.condense.experiment:CondenseExperimentConfig",
+                       "vision.condense.experiment:run_condense_experiment"),
 }
 
 
@@ -89,6 +92,15 @@ register("mltm", "vision.multilabel.mltm:MLTM",
 register("kd", "vision.distill.kd:KD",
          "plain knowledge distillation (Hinton et al.): CE plus temperature-scaled KL to the teacher",
          family="distill")
+register("random", "vision.condense.random_subset:RandomSubset",
+         "random real subset: IPC seeded real images per class, no optimisation", family="condense")
+register("dm", "vision.condense.dm:DM",
+         "DM: per-class mean features of real and synthetic images matched under random ConvNets", family="condense")
+register("echo", "vision.condense.echo:ECHO",
+         "ECHO (M3D): per-class MMD² of real and synthetic features, multi-bandwidth Gaussian kernel", family="condense")
+register("dance", "vision.condense.dance:DANCE",
+         "DANCE: DM under middle encoders of pre-trained experts, then CE calibration by the trained expert",
+         family="condense")
 register("dhkd", "vision.distill.dhkd:DHKD",
          "DHKD: CE on the main head, BinaryKL-Norm to the teacher's logits on an auxiliary head, gradient alignment",
          family="distill")
