@@ -21,9 +21,10 @@ networks; :class:`DANCE` plugs into the condensation family's loop
 Choices and omissions (the paper/code vs this module):
 - θ_mid's buffers are the trained expert's (a copy of θT, its parameters then overwritten); the
   authors leave them at a fresh model's values. The family's ConvNet (instance norm) has none.
-- experts are trained with the toolkit's loop (:func:`vision.train.fit`): SGD lr 0.01, momentum
-  0.9, wd 5e-4, batch 64, but a cosine schedule and random-crop augmentation in place of the
-  authors' MultiStepLR (×0.2 at 2/3, 5/6), DSA and CutMix [deviation].
+- experts are trained with the toolkit's loop (:func:`vision.train.fit`) and the family's DSA
+  (``expert_augment``, default the matching strategy ``color_crop_cutout``): SGD lr 0.01, momentum
+  0.9, wd 5e-4, batch 64, but a cosine schedule in place of the authors' MultiStepLR (×0.2 at 2/3,
+  5/6), and no CutMix, flip or rotate [deviation].
 - ``num_experts`` experts are pre-trained and all are drawn from (the authors pre-train 20 and draw
   from the first ``num_premodel`` = 5; here both are ``num_experts``, default 5).
 - ``train.depth`` must be the ConvNet's default for the image size (the experts are built by name).
@@ -48,9 +49,11 @@ from curate.core.device import resolve_device
 from curate.core.errors import BadInputError
 from vision.backbones import ConvNet, build_backbone
 from vision.condense.base import Condenser, Step
+from vision.condense.augment import parse_strategy
 from vision.condense.dm import dm_loss
+from vision.condense.evaluate import _DSATraining as DSATraining
 from vision.distill.base import freeze, weights_digest
-from vision.train import Method, TrainConfig, fit, save_checkpoint
+from vision.train import TrainConfig, fit, save_checkpoint
 
 
 @dataclass
@@ -59,6 +62,7 @@ class DanceConfig:
     expert_epochs: int = 60  # pre-training epochs per expert (reproduce_pretrain: 60)
     expert_lr: float = 0.01
     expert_batch_size: int = 64
+    expert_augment: str = "color_crop_cutout"  # DSA strategy of the experts' training ('none': none)
     iter_calib: int = 1  # rounds of the inter-class calibration per iteration (0: DM with middle encoders)
     expert_dir: str | None = None  # the experts' cache; None: train.checkpoint_dir, else ~/.cache/curatekit/dance-experts
 
@@ -70,6 +74,7 @@ class DanceConfig:
             raise BadInputError(f"iter_calib must be at least 0, got {self.iter_calib}")
         if not self.expert_lr > 0:
             raise BadInputError(f"expert_lr must be positive, got {self.expert_lr}")
+        parse_strategy(self.expert_augment, "expert_augment")
 
 
 @dataclass
@@ -92,8 +97,8 @@ def _data_digest(data) -> str:
     return h.hexdigest()[:16]
 
 
-class _KeepWeights(Method):
-    """Cross-entropy training that keeps the network and a copy of its initial weights."""
+class _KeepWeights(DSATraining):
+    """Cross-entropy on DSA-augmented batches that keeps the network and a copy of its initial weights."""
 
     name = "dance-expert"
 
@@ -101,7 +106,7 @@ class _KeepWeights(Method):
         self.model = model
         # clone: state_dict() shares storage with the parameters that training updates in place
         self.initial = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-        return {}
+        return super().modules(model, data)
 
 
 def pretrain_experts(data, backbone: str, config: DanceConfig, seed: int,
@@ -113,14 +118,15 @@ def pretrain_experts(data, backbone: str, config: DanceConfig, seed: int,
     for i in range(config.num_experts):
         train = TrainConfig(backbone=backbone, epochs=config.expert_epochs, warmup_epochs=0,
                             batch_size=config.expert_batch_size, lr=config.expert_lr, momentum=0.9,
-                            weight_decay=5e-4, seed=expert_seed(seed, i), device=device, progress=False)
+                            weight_decay=5e-4, augment=False, seed=expert_seed(seed, i), device=device,
+                            progress=False)
         settings = {k: v for k, v in asdict(train).items() if k not in ("device", "progress", "checkpoint_dir")}
-        key = digest(json.dumps([1, data.name, _data_digest(data), settings], sort_keys=True))
+        key = digest(json.dumps([1, data.name, _data_digest(data), settings, config.expert_augment], sort_keys=True))
         path = Path(cache_dir) / f"dance-expert-{key}.pt" if cache_dir else None
         if path is not None and path.exists():
             state = torch.load(path, map_location="cpu", weights_only=True)
         else:
-            keeper = _KeepWeights()
+            keeper = _KeepWeights(config.expert_augment, train.seed)
             fit(keeper, data, data.train_labels, train)
             state = {"init": keeper.initial,
                      "final": {k: v.detach().clone().cpu() for k, v in keeper.model.state_dict().items()}}
