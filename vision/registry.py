@@ -98,6 +98,9 @@ register("dm", "vision.condense.dm:DM",
          "DM: per-class mean features of real and synthetic images matched under random ConvNets", family="condense")
 register("echo", "vision.condense.echo:ECHO",
          "ECHO (M3D): per-class MMD² of real and synthetic features, multi-bandwidth Gaussian kernel", family="condense")
+register("dance", "vision.condense.dance:DANCE",
+         "DANCE: DM under middle encoders of pre-trained experts, then CE calibration by the trained expert",
+         family="condense")
 register("dhkd", "vision.distill.dhkd:DHKD",
          "DHKD: CE on the main head, BinaryKL-Norm to the teacher's logits on an auxiliary head, gradient alignment",
          family="distill")
