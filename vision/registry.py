@@ -92,15 +92,6 @@ register("mltm", "vision.multilabel.mltm:MLTM",
 register("kd", "vision.distill.kd:KD",
          "plain knowledge distillation (Hinton et al.): CE plus temperature-scaled KL to the teacher",
          family="distill")
-register("random", "vision.condense.random_subset:RandomSubset",
-         "random real subset: IPC seeded real images per class, no optimisation", family="condense")
-register("dm", "vision.condense.dm:DM",
-         "DM: per-class mean features of real and synthetic images matched under random ConvNets", family="condense")
-register("echo", "vision.condense.echo:ECHO",
-         "ECHO (M3D): per-class MMD² of real and synthetic features, multi-bandwidth Gaussian kernel", family="condense")
-register("dance", "vision.condense.dance:DANCE",
-         "DANCE: DM under middle encoders of pre-trained experts, then CE calibration by the trained expert",
-         family="condense")
 register("dhkd", "vision.distill.dhkd:DHKD",
          "DHKD: CE on the main head, BinaryKL-Norm to the teacher's logits on an auxiliary head, gradient alignment",
          family="distill")
@@ -124,6 +115,15 @@ register("fedlmd", "vision.federated.fedlmd:FedLMD",
 register("fedlmd_tf", "vision.federated.fedlmd_tf:FedLMDTf",
          "FedLMD-Tf: teacher-free FedLMD, a uniform target over the client's minority labels",
          family="federated")
+register("random", "vision.condense.random_subset:RandomSubset",
+         "random real subset: IPC seeded real images per class, no optimisation", family="condense")
+register("dm", "vision.condense.dm:DM",
+         "DM: per-class mean features of real and synthetic images matched under random ConvNets", family="condense")
+register("echo", "vision.condense.echo:ECHO",
+         "ECHO (M3D): per-class MMD² of real and synthetic features, multi-bandwidth Gaussian kernel", family="condense")
+register("dance", "vision.condense.dance:DANCE",
+         "DANCE: DM under middle encoders of pre-trained experts, then CE calibration by the trained expert",
+         family="condense")
 
 
 def _load(target: str) -> Any:
