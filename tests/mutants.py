@@ -951,6 +951,11 @@ MUTANTS: list[Mutant] = [
     Mutant("dance-expert-cache-key-without-seed", "vision/condense/dance.py",
            'if k not in ("device", "progress", "checkpoint_dir")}', 'if k not in ("device", "progress", "checkpoint_dir", "seed")}',
            ("tests/test_vision_dance.py::test_experts_are_trained_from_their_seeded_init_and_cached",)),
+    # -- vision: output folders checked before any work ----------------------------------------
+    Mutant("vision-output-folders-unchecked", "vision/run.py",
+           "    check_output_folders(config)\n    return experiment_runner", "    return experiment_runner",
+           tuple(f"tests/test_vision_config.py::test_an_unwritable_output_folder_is_refused_before_any_work[{case}]"
+                 for case in ("ce-train-checkpoint_dir", "dm-None-out_dir"))),
 ]
 
 

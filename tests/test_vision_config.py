@@ -223,3 +223,23 @@ def test_validation_share_is_checked(tmp_path, capsys):
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "validation: 0.9999 holds out all 1437 training images" in err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("method, section, field", [
+    ("ce", "train", "checkpoint_dir"), ("kd", "teacher", "checkpoint_dir"), ("fedlmd", "train", "checkpoint_dir"),
+    ("dpdfd", "train", "checkpoint_dir"), ("dm", None, "out_dir"),
+])
+def test_an_unwritable_output_folder_is_refused_before_any_work(tmp_path, capsys, no_data, method, section, field):
+    # Kills a run that meets its blocked checkpoint or image folder only when it first writes there
+    # (a traceback after the first epoch, or after condensing): one line naming the field, exit 2,
+    # before any data is loaded, nothing written.
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(_recipe(method, section, {field: str(blocker / "sub")})))
+    out = tmp_path / "out" / "r.json"
+    assert curate_main(["vision", method, "--config", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert (f"{section}.{field}" if section else field) in err
+    assert "is a file, not a folder" in err and not (tmp_path / "out").exists()

@@ -64,7 +64,22 @@ def run_experiment(method_name: str, config: Any) -> dict[str, Any]:
     """Run a method on its family's experiment (a config dataclass, or a mapping checked into one)."""
     if not isinstance(config, experiment_class(method_name)):
         config = build_config(config, method_name)
-    return experiment_runner(method_name)(build_method(method_name, config.method), config)
+    method = build_method(method_name, config.method)
+    check_output_folders(config)
+    return experiment_runner(method_name)(method, config)
+
+
+def check_output_folders(config: Any) -> None:
+    """Refuse, before any work, a checkpoint or output folder that cannot be written (below a file,
+    read-only): one line naming the field and its value, not a traceback after the first epoch."""
+    from curate.core.io import check_writable_dir
+
+    for section in ("train", "teacher"):
+        folder = getattr(getattr(config, section, None), "checkpoint_dir", None)
+        if folder:
+            check_writable_dir(folder, f"{section}.checkpoint_dir")
+    if getattr(config, "out_dir", None):
+        check_writable_dir(config.out_dir, "out_dir")
 
 
 def run_noisy_experiment(method: Any, config: ExperimentConfig) -> dict[str, Any]:
