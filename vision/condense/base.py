@@ -123,7 +123,9 @@ class Condenser:
         return networks.at(iteration)
 
     def match_loss(self, real: torch.Tensor, synthetic: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The matching loss of one class's real and synthetic features (every optimising method
+        defines it: DM's mean distance, ECHO's MMD²)."""
+        raise NotImplementedError(f"{self.name}: a condensation method that optimises defines match_loss")
 
     def after_matching(self, step: Step) -> None:
         """Extra optimiser steps after the per-class matching steps of an iteration."""
