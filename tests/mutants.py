@@ -956,6 +956,11 @@ MUTANTS: list[Mutant] = [
            "    check_output_folders(config)\n    return experiment_runner", "    return experiment_runner",
            tuple(f"tests/test_vision_config.py::test_an_unwritable_output_folder_is_refused_before_any_work[{case}]"
                  for case in ("ce-train-checkpoint_dir", "dm-None-out_dir"))),
+    Mutant("dpdfd-teacher-section-of-trainconfig-defaults", "vision/distill/dpdfd.py",
+           "teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)",
+           "teacher: TeacherTrainConfig.__base__ = field(default_factory=lambda: TeacherTrainConfig.__base__("
+           "backbone=\"convnet\", warmup_epochs=0))",  # plain TrainConfig, as the module had it
+           ("tests/test_vision_dpdfd.py::test_a_partial_teacher_section_keeps_the_teachers_defaults",)),
 ]
 
 

@@ -328,3 +328,12 @@ def test_a_run_killed_after_iteration_four_resumes_to_the_uninterrupted_result(t
     for part in ("student", "generator"):
         for key, value in states[0][part].items():
             torch.testing.assert_close(states[1][part][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_partial_teacher_section_keeps_the_teachers_defaults():
+    # Kills a teacher section typed as plain TrainConfig: `teacher: {epochs: 3}` then got the
+    # generic warmup_epochs 5 and was refused (warmup > epochs) instead of training a teacher.
+    from vision.run import build_config
+
+    config = build_config({"teacher": {"epochs": 3}}, "dpdfd")
+    assert (config.teacher.epochs, config.teacher.warmup_epochs, config.teacher.backbone) == (3, 0, "convnet")

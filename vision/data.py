@@ -19,6 +19,16 @@ import torch
 from curate.core.errors import BadInputError
 
 
+
+@dataclass
+class DataFields:
+    """The data fields every image experiment config starts with (its family's config inherits them)."""
+
+    dataset: str = "digits"
+    root: str | None = None  # where torchvision datasets are downloaded
+    image_size: int | None = None
+    seed: int = 0  # the train/test split
+
 @dataclass
 class ImageData:
     train_images: torch.Tensor

@@ -19,17 +19,14 @@ from typing import Any
 from curate.core.io import read_yaml
 from curate.core.config import from_mapping
 from curate.core.errors import BadInputError
+from vision.data import DataFields
 from vision.registry import build_method, experiment_class, experiment_runner, method_options
 from vision.noise import NoiseConfig
 from vision.train import TrainConfig
 
 
 @dataclass
-class ExperimentConfig:
-    dataset: str = "digits"
-    root: str | None = None  # where torchvision datasets are downloaded
-    image_size: int | None = None
-    seed: int = 0  # the train/test split
+class ExperimentConfig(DataFields):
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     method: dict[str, Any] = field(default_factory=dict)  # the method's options, checked by its config_class

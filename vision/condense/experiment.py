@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.core.errors import BadInputError
+from vision.data import DataFields
 from vision.condense.augment import parse_strategy
 from vision.condense.evaluate import EvaluateConfig
 
@@ -63,11 +64,7 @@ class CondenseTrainConfig:
 
 
 @dataclass
-class CondenseExperimentConfig:
-    dataset: str = "digits"
-    root: str | None = None
-    image_size: int | None = None
-    seed: int = 0  # the train/test split
+class CondenseExperimentConfig(DataFields):
     train: CondenseTrainConfig = field(default_factory=CondenseTrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     method: dict[str, Any] = field(default_factory=dict)

@@ -11,16 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vision.data import DataFields
 from vision.crowds.annotators import AnnotatorConfig
 from vision.train import TrainConfig
 
 
 @dataclass
-class CrowdExperimentConfig:
-    dataset: str = "digits"
-    root: str | None = None
-    image_size: int | None = None
-    seed: int = 0  # the train/test split
+class CrowdExperimentConfig(DataFields):
     annotators: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     method: dict[str, Any] = field(default_factory=dict)

@@ -57,7 +57,8 @@ import torch
 from torch import nn
 
 from curate.core.errors import BadInputError
-from vision.train import TrainConfig
+from vision.data import DataFields
+from vision.distill.experiment import TeacherTrainConfig
 
 LOSSES = ("l1", "kl")
 SANITISERS = ("normalise", "none")
@@ -136,12 +137,8 @@ class DPDFDTrainConfig:
 
 
 @dataclass
-class DPDFDExperimentConfig:
-    dataset: str = "digits"
-    root: str | None = None
-    image_size: int | None = None
-    seed: int = 0  # the train/test split
-    teacher: TrainConfig = field(default_factory=lambda: TrainConfig(backbone="convnet", warmup_epochs=0))
+class DPDFDExperimentConfig(DataFields):
+    teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)  # a partial section keeps its defaults
     teacher_weights: str | None = None  # a saved state_dict of the teacher backbone (trained on [0, 1] pixels)
     train: DPDFDTrainConfig = field(default_factory=DPDFDTrainConfig)
     method: dict[str, Any] = field(default_factory=dict)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.core.errors import BadInputError
+from vision.data import DataFields
 from vision.train import Method, TrainConfig
 
 
@@ -37,11 +38,7 @@ class StudentTrainConfig(TrainConfig):
 
 
 @dataclass
-class DistillExperimentConfig:
-    dataset: str = "digits"
-    root: str | None = None
-    image_size: int | None = None
-    seed: int = 0  # the train/test split
+class DistillExperimentConfig(DataFields):
     teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     teacher_weights: str | None = None  # a saved state_dict of the teacher backbone, in place of training it
     train: StudentTrainConfig = field(default_factory=StudentTrainConfig)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from curate.core.errors import BadInputError
+from vision.data import DataFields
 
 PARTITIONS = ("shards", "dirichlet")
 DRIVERS = ("inprocess", "flower")
@@ -84,11 +85,7 @@ class FederatedTrainConfig:
 
 
 @dataclass
-class FederatedExperimentConfig:
-    dataset: str = "digits"
-    root: str | None = None
-    image_size: int | None = None
-    seed: int = 0  # the train/test split
+class FederatedExperimentConfig(DataFields):
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     train: FederatedTrainConfig = field(default_factory=FederatedTrainConfig)
     driver: str = "inprocess"
