@@ -8,8 +8,8 @@ runner, in :data:`FAMILIES`): noisy labels (:mod:`vision.noisy`, one label per s
 and a loss over :func:`vision.train.fit`), learning from crowds (:mod:`vision.crowds`, labels from
 several annotators), multi-label learning (:mod:`vision.multilabel`: a multi-hot target, BCE,
 per-class 2x2 noise), distillation (:mod:`vision.distill`: a trained, frozen teacher), federated
-learning (:mod:`vision.federated`: clients and an aggregator); as they land, dataset condensation
-(a synthetic set), active learning (a query step), video."""
+learning (:mod:`vision.federated`: clients and an aggregator), dataset condensation
+(:mod:`vision.condense`: a synthetic set), active learning (:mod:`vision.active`: a query step); as it lands, video."""
 from __future__ import annotations
 
 import importlib
@@ -47,6 +47,9 @@ FAMILIES: dict[str, Family] = {
     "condense": Family("dataset condensation: a few learnable synthetic images per class that train a network as the real set would",
                        "vision.condense.experiment:CondenseExperimentConfig",
                        "vision.condense.experiment:run_condense_experiment"),
+    "active": Family("active learning: rounds of query -> label -> retrain within a budget, on an open-set pool",
+                     "vision.active.experiment:ActiveExperimentConfig",
+                     "vision.active.experiment:run_active_experiment"),
 }
 
 
