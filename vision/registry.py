@@ -127,6 +127,13 @@ register("echo", "vision.condense.echo:ECHO",
 register("dance", "vision.condense.dance:DANCE",
          "DANCE: DM under middle encoders of pre-trained experts, then CE calibration by the trained expert",
          family="condense")
+register("random_query", "vision.active.base:Strategy",
+         "random queries from the unlabelled pool (active-learning baseline)", family="active")
+register("uncertainty", "vision.active.baselines:Uncertainty",
+         "uncertainty sampling: entropy, margin or least confidence of the target model", family="active")
+register("lfosa", "vision.active.baselines:LfOSA",
+         "LfOSA: a (K+1)-way detector, per-class GMM on max activations, query the likely-known images",
+         family="active")
 
 
 def _load(target: str) -> Any:

@@ -136,10 +136,34 @@ def selection_metrics(selected: torch.Tensor | None, clean: np.ndarray | None) -
             "recall": true_positive / max(int(clean.sum()), 1)}
 
 
+@dataclass
+class Trained:
+    """A finished run: the method, its network and extra modules, and the per-epoch history."""
+
+    method: Method
+    model: nn.Module
+    heads: nn.ModuleDict
+    history: list[dict[str, Any]]
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The method's test-time logits (or probabilities) for ``images``."""
+        return self.method.predict(self.model, images)
+
+
 def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, config: TrainConfig,
         clean: np.ndarray | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``method`` on ``data`` with the given (noisy) ``labels``; ``clean`` (bool per training
     sample) turns on selection precision/recall. Returns the result dict (see the module docstring)."""
+    history = train(method, data, labels, config, clean).history
+    last_selection = next((h["selection"] for h in reversed(history) if h["selection"]), None)
+    return {"method": method.name, "dataset": data.name, "config": asdict(config), **(extra or {}),
+            "epochs": history, "final": {"test_accuracy": history[-1]["test_accuracy"] if history else None,
+                                         "selection": last_selection}}
+
+
+def train(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, config: TrainConfig,
+          clean: np.ndarray | None = None) -> Trained:
+    """:func:`fit`, returning the trained networks with the history."""
     labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if len(labels) != len(data.train_images):
         raise BadInputError(f"{len(labels)} labels for {len(data.train_images)} training images")
@@ -207,10 +231,7 @@ def fit(method: Method, data: ImageData, labels: np.ndarray | torch.Tensor, conf
                                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                "rng": rng.capture(generators), "history": history, "epoch": epoch})
             kill_hook(epoch + 1)
-    last_selection = next((h["selection"] for h in reversed(history) if h["selection"]), None)
-    return {"method": method.name, "dataset": data.name, "config": asdict(config), **(extra or {}),
-            "epochs": history, "final": {"test_accuracy": history[-1]["test_accuracy"] if history else None,
-                                         "selection": last_selection}}
+    return Trained(method, model, heads, history)
 
 
 CHECKPOINT_FORMAT = 2  # 2: random states saved; older checkpoints are not resumed from
