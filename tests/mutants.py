@@ -961,6 +961,36 @@ MUTANTS: list[Mutant] = [
            "teacher: TeacherTrainConfig.__base__ = field(default_factory=lambda: TeacherTrainConfig.__base__("
            "backbone=\"convnet\", warmup_epochs=0))",  # plain TrainConfig, as the module had it
            ("tests/test_vision_dpdfd.py::test_a_partial_teacher_section_keeps_the_teachers_defaults",)),
+    # -- vision: the active-learning family (pool, oracle, round loop, baselines) ---------------
+    Mutant("active-initial-set-from-every-class", "vision/active/pool.py",
+           "known_rows = np.flatnonzero(pool.is_known(np.arange(len(classes))))",
+           "known_rows = np.arange(len(classes))",
+           ("tests/test_vision_active.py::test_the_pool_hides_unknown_classes_and_starts_from_a_seeded_known_set",)),
+    Mutant("active-oracle-answers-twice", "vision/active/pool.py",
+           " or any(int(i) in self.asked for i in indices)", "",
+           ("tests/test_vision_active.py::test_the_oracle_answers_each_image_once_and_counts_the_queries",)),
+    Mutant("active-query-check-lets-duplicates-through", "vision/active/experiment.py",
+           "if len(chosen) != expected or len(np.unique(chosen)) != len(chosen) or",
+           "if len(chosen) != expected or",
+           ("tests/test_vision_active.py::test_a_query_must_be_distinct_unlabelled_and_of_the_budget",)),
+    Mutant("active-entropy-sign-flipped", "vision/active/baselines.py",
+           "return -(p * p.clamp_min(1e-12).log()).sum(1)", "return (p * p.clamp_min(1e-12).log()).sum(1)",
+           ("tests/test_vision_active.py::test_uncertainty_measures_rank_the_uncertain_row_first",
+            "tests/test_vision_active.py::test_open_set_queries_separate_the_baselines")),
+    Mutant("active-lfosa-low-mean-component", "vision/active/baselines.py",
+           "[:, int(np.argmax(gmm.means_[:, 0]))]", "[:, int(np.argmin(gmm.means_[:, 0]))]",
+           ("tests/test_vision_active.py::test_lfosa_prefers_the_high_activation_mode_and_drops_predicted_unknowns",
+            "tests/test_vision_active.py::test_open_set_queries_separate_the_baselines")),
+    Mutant("active-lfosa-keeps-predicted-unknowns", "vision/active/baselines.py",
+           "score = np.zeros(len(mav))", "score = np.ones(len(mav))",
+           ("tests/test_vision_active.py::test_lfosa_prefers_the_high_activation_mode_and_drops_predicted_unknowns",)),
+    Mutant("active-auc-over-rounds", "vision/active/experiment.py",
+           "return float(np.trapezoid(accuracy, spent) / (spent[-1] - spent[0]))",
+           "return float(np.mean(accuracy))",
+           ("tests/test_vision_active.py::test_area_under_curve_is_over_queries_spent",)),
+    Mutant("active-checkpoint-without-unknowns", "vision/active/experiment.py",
+           'state["history"], state["round"] + 1)', 'state["history"], state["round"] + 1)\n        unknown = np.zeros(0, dtype=np.int64)',
+           ("tests/test_vision_active.py::test_a_killed_run_resumes_to_the_identical_queries",)),
 ]
 
 
