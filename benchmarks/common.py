@@ -32,6 +32,23 @@ def mean_std(values: Sequence[float]) -> str:
     return f"{100 * statistics.fmean(values):.1f} ± {100 * statistics.pstdev(values):.1f}"
 
 
+def paired_interval(values: Sequence[float], base: Sequence[float]) -> str:
+    """The mean of the paired differences ``values - base`` (shares, per seed) in points, with its
+    95% Student-t interval over the pairs: "+1.2 [-0.5, +2.9]"."""
+    import statistics
+
+    from scipy import stats
+
+    diffs = [100 * (a - b) for a, b in zip(values, base)]
+    if not diffs:
+        return "-"
+    mean = statistics.fmean(diffs)
+    if len(diffs) < 2:
+        return f"{mean:+.1f}"
+    half = stats.t.ppf(0.975, len(diffs) - 1) * statistics.stdev(diffs) / len(diffs) ** 0.5
+    return f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]"
+
+
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     def cell(value: Any) -> str:
         return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -9,7 +9,8 @@ and a loss over :func:`vision.train.fit`), learning from crowds (:mod:`vision.cr
 several annotators), multi-label learning (:mod:`vision.multilabel`: a multi-hot target, BCE,
 per-class 2x2 noise), distillation (:mod:`vision.distill`: a trained, frozen teacher), federated
 learning (:mod:`vision.federated`: clients and an aggregator), dataset condensation
-(:mod:`vision.condense`: a synthetic set), active learning (:mod:`vision.active`: a query step); as it lands, video."""
+(:mod:`vision.condense`: a synthetic set), active learning (:mod:`vision.active`: a query step), video
+(:mod:`vision.video`: clips)."""
 from __future__ import annotations
 
 import importlib
@@ -50,6 +51,8 @@ FAMILIES: dict[str, Family] = {
     "active": Family("active learning: rounds of query -> label -> retrain within a budget, on an open-set pool",
                      "vision.active.experiment:ActiveExperimentConfig",
                      "vision.active.experiment:run_active_experiment"),
+    "video": Family("video: clips of frames; learn what natural video looks like so that forgeries stand out",
+                    "vision.video.experiment:VideoExperimentConfig", "vision.video.experiment:run_video_experiment"),
 }
 
 
@@ -128,11 +131,11 @@ register("dance", "vision.condense.dance:DANCE",
          "DANCE: DM under middle encoders of pre-trained experts, then CE calibration by the trained expert",
          family="condense")
 register("random_query", "vision.active.base:Strategy",
-         "random queries from the unlabelled pool (active-learning baseline)", family="active")
+         "random queries from the unlabelled pool (the active learning baseline)", family="active")
 register("uncertainty", "vision.active.baselines:Uncertainty",
          "uncertainty sampling: entropy, margin or least confidence of the target model", family="active")
 register("lfosa", "vision.active.baselines:LfOSA",
-         "LfOSA: a (K+1)-way detector, per-class GMM on max activations, query the likely-known images",
+         "LfOSA: a K+1 way detector, a GMM per class on max activations, query the images likely known",
          family="active")
 
 

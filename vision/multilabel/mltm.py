@@ -52,6 +52,7 @@ from curate.core.cache import digest
 from curate.core.errors import BadInputError
 from vision.multilabel.mosaics import FlipConfig, MosaicConfig
 from vision.multilabel import transition as tm
+from vision.multilabel.metrics import multilabel_scores
 from vision.train import TrainConfig, kill_hook, save_checkpoint
 
 ESTIMATORS = ("ours", "gold", "anchor", "dualt", "identity")
@@ -180,19 +181,6 @@ def estimate(noisy: np.ndarray, selected: np.ndarray | None, posterior: np.ndarr
         else:
             rates[j] = found
     return rates, fallback
-
-
-def multilabel_scores(targets: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    """mAP (macro average precision), CF1 (from macro CP and CR) and OF1; threshold logit >= 0."""
-    from sklearn.metrics import average_precision_score
-
-    predicted = logits >= 0
-    hits = (predicted & (targets == 1)).sum(0)
-    cp = float(np.mean(hits / np.maximum(predicted.sum(0), 1)))
-    cr = float(np.mean(hits / np.maximum(targets.sum(0), 1)))
-    op, or_ = hits.sum() / max(predicted.sum(), 1), hits.sum() / max(targets.sum(), 1)
-    return {"map": float(average_precision_score(targets, logits, average="macro")),
-            "cf1": 2 * cp * cr / max(cp + cr, 1e-12), "of1": float(2 * op * or_ / max(op + or_, 1e-12))}
 
 
 CHECKPOINT_FORMAT = 1
