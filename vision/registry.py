@@ -127,6 +127,10 @@ register("echo", "vision.condense.echo:ECHO",
 register("dance", "vision.condense.dance:DANCE",
          "DANCE: DM under middle encoders of pre-trained experts, then CE calibration by the trained expert",
          family="condense")
+register("lewis", "vision.active.lewis:Lewis",
+         "one-shot AL for k models: sample by max_j Lewis weight of the k representations (sampler: uniform, leverage_single baselines)",
+         family="active", experiment="vision.active.lewis_experiment:LewisExperimentConfig",
+         runner="vision.active.lewis_experiment:run_lewis_experiment")
 
 
 def _load(target: str) -> Any:
