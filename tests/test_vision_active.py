@@ -53,7 +53,7 @@ def test_the_pool_hides_unknown_classes_and_starts_from_a_seeded_known_set(digit
 
 def test_the_oracle_answers_each_image_once_and_counts_the_queries(digits):
     pool = open_set_pool(digits, OpenSetConfig(known_classes=[3, 5]))
-    oracle = Oracle(pool)
+    oracle = Oracle(pool.answers(), asked=pool.initial)
     rows = np.setdiff1d(np.arange(40), pool.initial)
     answers = oracle.label(rows)
     expected = np.where(pool.classes[rows] == 3, 0, np.where(pool.classes[rows] == 5, 1, UNKNOWN))

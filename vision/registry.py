@@ -137,6 +137,10 @@ register("uncertainty", "vision.active.baselines:Uncertainty",
 register("lfosa", "vision.active.baselines:LfOSA",
          "LfOSA: a K+1 way detector, a GMM per class on max activations, query the images likely known",
          family="active")
+register("lewis", "vision.active.lewis:Lewis",
+         "one shot AL for k models: sample by the max over the k representations of the Lewis weights (baselines: sampler uniform, leverage_single)",
+         family="active", experiment="vision.active.lewis_experiment:LewisExperimentConfig",
+         runner="vision.active.lewis_experiment:run_lewis_experiment")
 
 
 def _load(target: str) -> Any:

@@ -98,7 +98,7 @@ def run_active_experiment(method: Any, config: ActiveExperimentConfig) -> dict[s
     pool = open_set_pool(data, config.openset)
     budget, rounds = config.openset.budget, config.openset.rounds
     labeled = pool.initial.copy()
-    labels = Oracle(pool, asked=np.zeros(0, np.int64)).label(labeled)  # the initial labels (not queries)
+    labels = pool.answers()[labeled]  # the initial labels (not queries)
     unknown = np.zeros(0, dtype=np.int64)
     history: list[dict[str, Any]] = []
     start = 0
@@ -107,7 +107,7 @@ def run_active_experiment(method: Any, config: ActiveExperimentConfig) -> dict[s
         state = torch.load(checkpoint, weights_only=False)
         labeled, labels, unknown, history, start = (state["labeled"], state["labels"], state["unknown"],
                                                     state["history"], state["round"] + 1)
-    oracle = Oracle(pool, asked=np.concatenate([labeled, unknown]))
+    oracle = Oracle(pool.answers(), asked=np.concatenate([pool.initial, labeled, unknown]))
     oracle.calls = len(labeled) + len(unknown) - len(pool.initial)  # the queries of the rounds resumed from
     started_all = time.monotonic()
     for r in tqdm(range(start, rounds + 1), desc=f"{method.name} ({pool.name})", unit="round",

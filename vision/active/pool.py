@@ -5,8 +5,10 @@ annotation is for, relabelled 0..K-1) and unknown classes (the rest; a query spe
 them is wasted). A seeded ``initial`` share of the known-class images starts labelled. The test
 set keeps the known classes only: the target model is a K-way classifier.
 
-The oracle is the only reader of the pool's true classes: a query returns the known label or
-:data:`UNKNOWN`, is counted against the round's budget, and an index can be asked only once.
+The oracle (built from :meth:`OpenSetPool.answers`) is the only reader of the pool's true
+classes: a query returns the known label or :data:`UNKNOWN`, is counted against the round's
+budget, and an index can be asked only once. One-shot selection (:mod:`vision.active.lewis`)
+uses the same oracle over its pool's labels.
 """
 from __future__ import annotations
 
@@ -65,6 +67,11 @@ class OpenSetPool:
     def is_known(self, indices: np.ndarray) -> np.ndarray:
         return np.isin(self.classes[indices], self.known_classes)
 
+    def answers(self) -> np.ndarray:
+        """What the oracle answers for each pool image: its label 0..K-1, or UNKNOWN."""
+        remap = {c: i for i, c in enumerate(self.known_classes)}
+        return np.array([remap.get(int(c), UNKNOWN) for c in self.classes], dtype=np.int64)
+
 
 def open_set_pool(data: ImageData, config: OpenSetConfig) -> OpenSetPool:
     """The open-set pool of ``data``'s training split, with a seeded initial labelled set."""
@@ -89,12 +96,13 @@ def open_set_pool(data: ImageData, config: OpenSetConfig) -> OpenSetPool:
 
 
 class Oracle:
-    """Labels queried pool images: the known label (0..K-1) or :data:`UNKNOWN`; counts every call."""
+    """Answers queries from a fixed answer per pool index (a label, or :data:`UNKNOWN` for an
+    open-set pool's unknown classes); counts every call, and an index can be asked only once
+    (``asked``: those already labelled, e.g. the initial set). ``oracle(i)`` asks for one index."""
 
-    def __init__(self, pool: OpenSetPool, asked: np.ndarray | None = None):
-        self._pool = pool
-        self._remap = {c: i for i, c in enumerate(pool.known_classes)}
-        self.asked: set[int] = set(int(i) for i in (pool.initial if asked is None else asked))
+    def __init__(self, answers: np.ndarray, asked: np.ndarray | None = None):
+        self._answers = np.asarray(answers)
+        self.asked: set[int] = set(int(i) for i in (() if asked is None else asked))
         self.calls = 0
 
     def label(self, indices: np.ndarray) -> np.ndarray:
@@ -103,4 +111,7 @@ class Oracle:
             raise ValueError("the oracle was asked for an image twice")
         self.asked.update(int(i) for i in indices)
         self.calls += len(indices)
-        return np.array([self._remap.get(int(c), UNKNOWN) for c in self._pool.classes[indices]], dtype=np.int64)
+        return self._answers[indices]
+
+    def __call__(self, index: int):
+        return self.label(np.array([index]))[0]
