@@ -134,6 +134,9 @@ register("uncertainty", "vision.active.baselines:Uncertainty",
 register("lfosa", "vision.active.baselines:LfOSA",
          "LfOSA: a (K+1)-way detector, per-class GMM on max activations, query the likely-known images",
          family="active")
+register("bual", "vision.active.bual:BUAL",
+         "BUAL: bidirectional uncertainty of the target model and an RLNL negative head, weighted by a (K+1)-way detector",
+         family="active")
 
 
 def _load(target: str) -> Any:
