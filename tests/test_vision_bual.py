@@ -4,8 +4,8 @@ a short run and the bad-input CLI path.
 Plausible wrong implementations killed (tests/mutants.py, block ``# bual``): a complementary label
 that may equal the true one (U{0..K-1} offset), unlabelled images given a fixed base class, one
 complementary label per image for the whole fine-tuning, NL as cross-entropy on ybar, the log
-unclamped, the snapshots summed, f_p fine-tuned in place or the new head trained from scratch
-backbone, swapped BU weights, confidence/uncertainty sign flipped, no zero-range guard, predicted
+unclamped, the snapshots summed, f_p fine-tuned in place, the negative backbone trained from
+scratch, swapped BU weights, confidence/uncertainty sign flipped, no zero-range guard, predicted
 unknowns kept in the pool, a generator living across rounds (resume differs), a config check
 missing.
 
