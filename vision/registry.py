@@ -141,6 +141,9 @@ register("lewis", "vision.active.lewis:Lewis",
          "one shot AL for k models: sample by the max over the k representations of the Lewis weights (baselines: sampler uniform, leverage_single)",
          family="active", experiment="vision.active.lewis_experiment:LewisExperimentConfig",
          runner="vision.active.lewis_experiment:run_lewis_experiment")
+register("dcfs", "vision.active.dcfs:DCFS",
+         "DCFS: two evidential heads; coarse: the images likely known by Dirichlet uncertainty; fine: by head discrepancy",
+         family="active")
 
 
 def _load(target: str) -> Any:
