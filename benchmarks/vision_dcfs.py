@@ -20,24 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from common import mean_std, report
+from common import mean_std, paired_interval, report
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 METHODS = ("dcfs", "random_query", "uncertainty", "lfosa")
 METRICS = ("test_accuracy", "auc", "mean_precision")
-
-
-def paired(a: list[float], b: list[float]) -> str:
-    """mean(a - b) in points with its 95% t-interval over the pairs."""
-    from scipy import stats
-
-    d = [100 * (x - y) for x, y in zip(a, b)]
-    mean = statistics.fmean(d)
-    if len(d) < 2:
-        return f"{mean:+.1f}"
-    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / len(d) ** 0.5
-    return f"{mean:+.1f} [{mean - half:+.1f}, {mean + half:+.1f}]"
 
 
 def plot(curves: dict, path: Path) -> None:
@@ -110,12 +98,13 @@ def main() -> None:
                       f"({metrics['seconds'][-1]:.0f} s)", flush=True)
             results[method] = metrics
         for method, metrics in results.items():
-            diffs = ["-" if method == "dcfs" or "dcfs" not in results else paired(results["dcfs"][m], metrics[m])
+            diffs = ["-" if method == "dcfs" or "dcfs" not in results else paired_interval(results["dcfs"][m], metrics[m])
                      for m in METRICS]
             rows.append([openness, method, *(mean_std(metrics[m]) for m in METRICS), *diffs,
                          round(statistics.fmean(metrics["seconds"]), 1)])
     command = (f"python benchmarks/vision_dcfs.py --seeds {' '.join(map(str, args.seeds))} "
-               f"--known {' '.join(map(str, args.known))} --methods {' '.join(args.methods)}")
+               f"--known {' '.join(map(str, args.known))} --methods {' '.join(args.methods)} "
+               f"--budget {args.budget} --rounds {args.rounds} --initial {args.initial}")
     out = report("vision_dcfs", command,
                  ["openness", "method", "final accuracy %", "AUC %", "mean query precision %",
                   "DCFS - it: accuracy (pts, 95% CI)", "DCFS - it: AUC", "DCFS - it: precision", "seconds/run"],

@@ -290,5 +290,5 @@ def test_the_recipe_loads_into_the_active_family_config():
 
     config = load_config(ROOT / "recipes" / "vision" / "dcfs.yaml", "dcfs")
     assert isinstance(config, ActiveExperimentConfig) and config.openset.budget == 50
-    assert DCFSConfig(**config.method) == DCFSConfig()  # the recipe spells out the defaults
+    assert DCFSConfig(**config.method) == DCFSConfig(gamma=0.3)  # the defaults but the tuned γ
     assert type(config.method["kappa"]) is float

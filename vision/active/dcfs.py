@@ -27,8 +27,18 @@ Assumed choices (none could be read from the paper): the evidence function exp; 
 head linear (DPC's code has a 1024-wide MLP head); uncertainties averaged over the heads (not
 computed from the mean Dirichlet); per-score min-max normalisation over the unlabelled pool
 before adding two scores; κ = 2; the coarse score U_data + U_dist (the abstract: both
-uncertainties "together"); the fine score D alone; no EDL term on the queried unknowns (they only
-feed the amplification).
+uncertainties "together"); the coarse set balanced over the predicted classes (``balance``: each
+predicted class's lowest-unknownness images in turn; not in the spec, see below); the fine score D
+alone; no EDL term on the queried unknowns (they only feed the amplification).
+
+Pitfall (measured on digits, tuning seeds 10-11): with γ = 10 / K the exponential evidence kills
+classes on the imbalanced labelled sets that likely-known queries produce (the gradient through a
+class's logit is about exp(o) / γ once exp(o) << γ, DPC's pitfall): a class with few labels is
+never predicted again, and test accuracy falls as labels are added (0.85 -> 0.46 over five
+rounds on one run). γ = 0.3 (``recipes/vision/dcfs.yaml``) keeps every class alive there; γ = 1
+(E2OAL) only in part. The plain lowest-unknownness set (``balance: false``; measured at
+γ = 10 / K) held only the one or two most confident classes (seed 10: classes 1 and 4 in rounds
+1-2); balancing it over the predicted classes is an added choice.
 
 Left out of the paper (not retrievable): its exact losses and weights, any adaptive candidate-set
 size (the group's EAOA/E2OAL adapt |C| to a target precision), its ResNet-18 / CIFAR schedules and
