@@ -34,8 +34,8 @@ alone; no EDL term on the queried unknowns (they only feed the amplification).
 Pitfall (measured on digits, tuning seeds 10-11): with γ = 10 / K the exponential evidence kills
 classes on the imbalanced labelled sets that likely-known queries produce (the gradient through a
 class's logit is about exp(o) / γ once exp(o) << γ, DPC's pitfall): a class with few labels is
-never predicted again, and test accuracy falls as labels are added (0.85 -> 0.46 over five
-rounds on one run). γ = 0.3 (``recipes/vision/dcfs.yaml``) keeps every class alive there; γ = 1
+never predicted again, and test accuracy falls as labels are added (0.85 -> 0.46 by round 2 on
+seed 10). γ = 0.3 (``recipes/vision/dcfs.yaml``) keeps every class alive there; γ = 1
 (E2OAL) only in part. The plain lowest-unknownness set (``balance: false``; measured at
 γ = 10 / K) held only the one or two most confident classes (seed 10: classes 1 and 4 in rounds
 1-2); balancing it over the predicted classes is an added choice.
