@@ -144,6 +144,9 @@ register("lewis", "vision.active.lewis:Lewis",
 register("bual", "vision.active.bual:BUAL",
          "BUAL: bidirectional uncertainty of the target model and an RLNL negative head, weighted by a K+1 way detector",
          family="active")
+register("dcfs", "vision.active.dcfs:DCFS",
+         "DCFS: two evidential heads; coarse: the images likely known by Dirichlet uncertainty; fine: by head discrepancy",
+         family="active")
 
 
 def _load(target: str) -> Any:
