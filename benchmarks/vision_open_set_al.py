@@ -112,7 +112,9 @@ def main() -> None:
                          mean_std(found["auc"]), diff("auc"), mean_std(found["precision"]), diff("precision"),
                          round(statistics.fmean(found["seconds"]), 1)])
         means = {label: {k: statistics.fmean(v) for k, v in found.items()} for label, found in metrics.items()}
-        claims[f"known {known}"] = means
+        pairs = {f"{a} - {b}": {key: paired_interval(metrics[a][key], metrics[b][key]) for key in ("accuracy", "auc", "precision")}
+                 for a in metrics for b in metrics if a != b}
+        claims[f"known {known}"] = {"means": means, "paired": pairs}
         plot(curves, queries, f"digits, openness {1 - known / 10:.1f}", Path(args.plots) / f"vision_open_set_al_known{known}.png")
     command = (f"python benchmarks/vision_open_set_al.py --seeds {' '.join(map(str, args.seeds))} "
                f"--known {' '.join(map(str, args.known))} --methods {' '.join(args.methods)} --reference {args.reference}")
