@@ -204,8 +204,9 @@ class FourHeads(nn.Module):
 def score(net: FourHeads, x: torch.Tensor, patches: bool = True) -> torch.Tensor:
     """s(x) = sigmoid((h1 + A(h2)) / 2) (sigmoid(h1) without patches): the teacher score and the
     test-time score; h3/h4 are not used."""
-    out = net(x, ("h1", "h2"), patches)
-    logits = (out["h1"] + out["h2"]) / 2 if patches else out["h1"]
+    heads = ("h1", "h2")  # generation heads only
+    out = net(x, heads, patches)
+    logits = (out[heads[0]] + out[heads[1]]) / 2 if patches else out[heads[0]]
     return torch.sigmoid(logits)
 
 
@@ -312,6 +313,15 @@ def student_loss(net: FourHeads, config: D2LMATConfig, x: torch.Tensor, y: torch
         use = ("h3", "h4") if config.decouple else ("h1", "h2")
         loss = loss + terms(x_u, y_hat, use)
     return loss
+
+
+def main_loss(net: FourHeads, teacher: nn.Module, config: D2LMATConfig, x: torch.Tensor, y: torch.Tensor,
+              weak_u: torch.Tensor, strong_u: torch.Tensor, tau: torch.Tensor,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    """One main-stage step's loss: the teacher's pseudo-labels on the weak unlabelled view, the
+    student's losses on the strong views."""
+    y_hat = pseudo_labels(teacher, weak_u, tau, config.patches)
+    return student_loss(net, config, x, y, strong_u, y_hat, generator)
 
 
 @torch.no_grad()
@@ -490,9 +500,8 @@ def run_ssmll_experiment(method: D2LMAT, config: SSMLLExperimentConfig) -> dict[
             for step, rows in enumerate(unl_rows.split(options.unlabelled_batch)):
                 lrows = lab_rows[step * options.labelled_batch:(step + 1) * options.labelled_batch]
                 weak, strong = augmenter.views(x[rows])
-                y_hat = pseudo_labels(teacher.module, weak.to(device), tau_t, patches)
-                loss = student_loss(net, options, augmenter.strong(x[lrows]).to(device), y_t[lrows].to(device),
-                                    strong.to(device), y_hat, patch_order)
+                loss = main_loss(net, teacher.module, options, augmenter.strong(x[lrows]).to(device),
+                                 y_t[lrows].to(device), weak.to(device), strong.to(device), tau_t, patch_order)
                 total += _step(loss, opt, sched, teacher, net)
             stage, steps = "main", steps_main
         student, ema = evaluate(net, method, patches, data), evaluate(teacher.module, method, patches, data)
