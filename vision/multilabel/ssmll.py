@@ -490,8 +490,9 @@ def run_ssmll_experiment(method: D2LMAT, config: SSMLLExperimentConfig) -> dict[
                 net.transfer()
                 teacher = ema_of(net, options.ema_decay)
                 opt, sched = optimiser(math.ceil(main_epochs / options.schedule_fraction), steps_main)
-            tau, _ = pseudo_thresholds(options, scores_of(teacher.module, data["mat_x"], patches), data["mat_y"],
-                                       scores_of(teacher.module, data["unl_x"], patches))
+            cap = options.thresholds == "cap"
+            tau, _ = pseudo_thresholds(options, None if cap else scores_of(teacher.module, data["mat_x"], patches),
+                                       data["mat_y"], scores_of(teacher.module, data["unl_x"], patches) if cap else None)
             tau_t = torch.as_tensor(tau, dtype=torch.float32, device=device)
             unl_rows = torch.as_tensor(unl)[torch.randperm(len(unl), generator=order)]
             need = steps_main * options.labelled_batch
