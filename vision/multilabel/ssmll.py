@@ -85,6 +85,8 @@ class D2LMATConfig:
     reduction: str = "sum"  # the code sums ASL over batch and classes; mean: a switch
     labelled_batch: int = 4  # the code's p <= 0.05 setting: 4 labelled + 60 unlabelled per step
     unlabelled_batch: int = 60
+    warmup_passes: int = 1  # passes over the labelled set per warm-up epoch (the code: 1)
+    cutout: float = 0.5  # the strong view's Cutout side, a share of the image side (the code: 0.5)
     schedule_fraction: float = 0.7  # main OneCycle built for main / fraction epochs (28 of 40)
     mat_holdout: float = 0.0  # > 0: this share of the labelled set fits the thresholds only (not trained on)
     empty_threshold: float = 1.0  # tau of a class without labelled positives (the code: 0)
@@ -100,13 +102,15 @@ class D2LMATConfig:
             raise BadInputError(f"reduction must be sum or mean, got '{self.reduction}'")
         if self.beta <= 0:
             raise BadInputError(f"beta must be positive, got {self.beta}")
-        for name in ("grid", "labelled_batch", "unlabelled_batch"):
+        for name in ("grid", "labelled_batch", "unlabelled_batch", "warmup_passes"):
             if getattr(self, name) < 1:
                 raise BadInputError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.ema_decay < 1:
             raise BadInputError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if not 0 < self.schedule_fraction <= 1:
             raise BadInputError(f"schedule_fraction must be in (0, 1], got {self.schedule_fraction}")
+        if not 0 <= self.cutout < 1:
+            raise BadInputError(f"cutout must be in [0, 1), got {self.cutout}")
         if not 0 <= self.mat_holdout < 1:
             raise BadInputError(f"mat_holdout must be in [0, 1), got {self.mat_holdout}")
         if min(self.gamma_neg, self.gamma_pos, self.clip) < 0 or self.clip >= 1:
@@ -124,10 +128,13 @@ class CAPConfig(D2LMATConfig):
 @dataclass(frozen=True)
 class LabelledOnlyConfig:
     threshold: float = 0.5
+    warmup_passes: int = 1  # passes over the labelled set per epoch
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
             raise BadInputError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.warmup_passes < 1:
+            raise BadInputError(f"warmup_passes must be at least 1, got {self.warmup_passes}")
 
 
 @dataclass
@@ -343,17 +350,21 @@ def ema_of(net: nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
     return teacher
 
 
+@dataclass
 class MosaicAugmenter(Augmenter):
-    """weak: a random shift (reflect-padded crop); strong: weak + RandAugment + a Cutout of half the
-    side (``RandomErasing``, noise fill). No flips: digits."""
+    """weak: a random shift (reflect-padded crop); strong: weak + RandAugment + a square Cutout of
+    ``cutout`` times the side (``RandomErasing``, noise fill; 0: none). No flips: digits."""
+
+    cutout: float = 0.5
 
     def __post_init__(self) -> None:
         from torchvision.transforms import v2
 
         self.flip = False
         super().__post_init__()
-        self.strong_transform = v2.Compose([self.weak_transform, v2.RandAugment(),
-                                            v2.RandomErasing(p=1.0, scale=(0.25, 0.25), ratio=(1, 1), value="random")])
+        erase = ([v2.RandomErasing(p=1.0, scale=(self.cutout ** 2,) * 2, ratio=(1, 1), value="random")]
+                 if self.cutout > 0 else [])
+        self.strong_transform = v2.Compose([self.weak_transform, v2.RandAugment(), *erase])
 
 
 def jittered(images: torch.Tensor, jitter: int, rng: np.random.Generator) -> torch.Tensor:
@@ -440,7 +451,7 @@ def run_ssmll_experiment(method: D2LMAT, config: SSMLLExperimentConfig) -> dict[
     size = x.shape[-1]
     net = FourHeads(build_backbone(train.backbone, 1, y.shape[1], size, train.seed), y.shape[1],
                     1 if baseline else options.grid).to(device)
-    augmenter = MosaicAugmenter(size, flip=False, seed=train.seed)
+    augmenter = MosaicAugmenter(size, flip=False, seed=train.seed, cutout=0.0 if baseline else options.cutout)
     order = torch.Generator().manual_seed(train.seed)
     patch_order = torch.Generator().manual_seed(train.seed + 1)
     generators = {"order": order, "augment": augmenter.generator, "patches": patch_order}
@@ -449,7 +460,7 @@ def run_ssmll_experiment(method: D2LMAT, config: SSMLLExperimentConfig) -> dict[
     main_epochs = train.epochs - (train.epochs if baseline else train.warmup_epochs)
     warm_epochs = train.epochs - main_epochs
     warm_batch = train.batch_size  # the code: 16 for p <= 0.05
-    steps_warm = -(-len(lab) // warm_batch)
+    steps_warm = -(-len(lab) // warm_batch) * options.warmup_passes
     steps_main = -(-len(unl) // (1 if baseline else options.unlabelled_batch))
 
     def optimiser(epochs: int, steps: int) -> tuple[torch.optim.Optimizer, Any]:
@@ -477,7 +488,7 @@ def run_ssmll_experiment(method: D2LMAT, config: SSMLLExperimentConfig) -> dict[
         net.train()
         total = 0.0
         if epoch < warm_epochs:  # labelled only, fixed order (the code's warm-up loader does not shuffle)
-            for rows in torch.as_tensor(lab).split(warm_batch):
+            for rows in torch.as_tensor(lab).split(warm_batch) * options.warmup_passes:
                 xb, yb = augmenter.weak(x[rows]).to(device), y_t[rows].to(device)
                 if baseline:
                     loss = nn.functional.binary_cross_entropy_with_logits(net(xb, ("h1",), False)["h1"], yb)
