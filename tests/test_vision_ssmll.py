@@ -278,8 +278,9 @@ def _tiny(method: str, **method_options) -> dict:
     config["mosaic"] = {**config["mosaic"], "train_size": 240, "test_size": 100}
     config["labelled"] = 0.15
     config["train"].update(backbone="convnet:8", epochs=3, warmup_epochs=1, progress=False)
+    config["method"] = {**config["method"], "warmup_passes": 1, **method_options}
     if method != "ssmll_bce":
-        config["method"] = {**config["method"], "unlabelled_batch": 51, "labelled_batch": 6, **method_options}
+        config["method"].update(unlabelled_batch=51, labelled_batch=6)
     return config
 
 
@@ -331,6 +332,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, kill_after):
     ("d2l_mat", "method", {"metric": "accuracy"}, "method: metric must be one of fbeta, f1, precision, recall, got 'accuracy'"),
     ("d2l_mat", "method", {"fbeta_form": "paper"}, "method: fbeta_form must be code or standard, got 'paper'"),
     ("d2l_mat", "method", {"schedule_fraction": 0}, "method: schedule_fraction must be in (0, 1], got 0"),
+    ("d2l_mat", "method", {"cutout": 1.0}, "method: cutout must be in [0, 1), got 1.0"),
+    ("ssmll_bce", "method", {"warmup_passes": 0}, "method: warmup_passes must be at least 1, got 0"),
     ("ssmll_cap", "method", {"thresholds": "quantile"}, "method: thresholds must be mat or cap, got 'quantile'"),
     ("ssmll_bce", "method", {"threshold": 1.5}, "method: threshold must be in (0, 1), got 1.5"),
     ("d2l_mat", None, {"labelled": 1.0}, "labelled must be in (0, 1), got 1.0"),
