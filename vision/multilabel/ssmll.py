@@ -32,7 +32,9 @@ gamma_k n_u < 1, as in the code). The ablations are options of ``d2l_mat``: ``pa
 
 Scaled to a CPU and stated: a small ConvNet from scratch on 20 px jittered digit mosaics (not an
 ImageNet ResNet-50 at 224 px; jitter keeps the 2x2 patch grid off the 2x2 tiles), EMA decay 0.99
-(0.9997 would leave a few-hundred-step teacher at its initialisation), lr 1e-3. [assumed] where the
+(about the code's horizon in epochs), lr 3e-3 and ``warmup_passes`` labelled passes per warm-up epoch
+(the recipes: 8, so that a from-scratch teacher is not random when the main stage starts), and, in
+the recipes, ``cutout`` 0.25 of the side (the code's 0.5 erases whole 8 px digits of a 20 px mosaic). [assumed] where the
 code was not read closely: the main stage's EMA restarts from the student after the transfer; the
 warm-up uses the weak view; thresholds are fitted on un-augmented images (the code: weak views).
 Left out: AMP, early stopping (the code stops after 5 epochs without improvement, judged on the
