@@ -354,3 +354,11 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, method, section, bad
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and message in err, err
     assert not out.parent.exists()
+
+
+def test_mat_holdout_fits_the_thresholds_on_labelled_images_it_does_not_train_on():
+    # Kills a mat_holdout that is ignored (thresholds fitted on, and training on, all 36 labelled).
+    config = _tiny("d2l_mat", mat_holdout=0.5)
+    config["train"].update(epochs=2)
+    result = _fit("d2l_mat", config)
+    assert result["split"]["threshold_fit"] == 18 and result["split"]["labelled"] == 18
