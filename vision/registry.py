@@ -147,6 +147,17 @@ register("bual", "vision.active.bual:BUAL",
 register("dcfs", "vision.active.dcfs:DCFS",
          "DCFS: two evidential heads; coarse: the images likely known by Dirichlet uncertainty; fine: by head discrepancy",
          family="active")
+register("d2l_mat", "vision.multilabel.ssmll:D2LMAT",
+         "D2L + MAT: semi supervised multi label, patch and global heads, pseudo labels from generation heads, "
+         "per class thresholds maximising F beta on the labelled set", family="multilabel",
+         experiment="vision.multilabel.ssmll:SSMLLExperimentConfig", runner="vision.multilabel.ssmll:run_ssmll_experiment")
+register("ssmll_cap", "vision.multilabel.ssmll:CAP",
+         "CAP style pseudo labels for semi supervised multi label: one head, thresholds matching the class prior on unlabelled data",
+         family="multilabel", experiment="vision.multilabel.ssmll:SSMLLExperimentConfig",
+         runner="vision.multilabel.ssmll:run_ssmll_experiment")
+register("ssmll_bce", "vision.multilabel.ssmll:LabelledOnly",
+         "labelled only BCE baseline for semi supervised multi label, fixed 0.5 threshold", family="multilabel",
+         experiment="vision.multilabel.ssmll:SSMLLExperimentConfig", runner="vision.multilabel.ssmll:run_ssmll_experiment")
 
 
 def _load(target: str) -> Any:
