@@ -122,7 +122,7 @@ def _active_child(folder, kill_after):
     os.environ.pop(KILL_AFTER_EPOCH, None)
     if kill_after is not None:
         os.environ[KILL_AFTER_EPOCH] = str(kill_after)
-    config = {"openset": {"rounds": 3, "budget": 20}, "train": {"epochs": 20, "progress": False,
+    config = {"openset": {"rounds": 2, "budget": 20}, "train": {"epochs": 12, "progress": False,
                                                               "checkpoint_dir": str(folder / "ckpt")}}
     result = run_experiment("uncertainty", config)
     rounds = [{k: v for k, v in r.items() if k != "seconds"} for r in result["rounds"]]
@@ -133,10 +133,10 @@ def test_a_killed_run_resumes_to_the_identical_queries(tmp_path):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     whole.mkdir()
     resumed.mkdir()
-    assert run_forked(_active_child, whole, None) == 0
-    assert run_forked(_active_child, resumed, 2) == -9
+    assert run_forked(_active_child, whole, None, timeout=600) == 0
+    assert run_forked(_active_child, resumed, 1, timeout=600) == -9
     assert not (resumed / "rounds.json").exists()
-    assert run_forked(_active_child, resumed, None) == 0
+    assert run_forked(_active_child, resumed, None, timeout=600) == 0
     assert json.loads((whole / "rounds.json").read_text()) == json.loads((resumed / "rounds.json").read_text())
 
 
