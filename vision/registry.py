@@ -137,6 +137,14 @@ register("uncertainty", "vision.active.baselines:Uncertainty",
 register("lfosa", "vision.active.baselines:LfOSA",
          "LfOSA: a K+1 way detector, a GMM per class on max activations, query the images likely known",
          family="active")
+register("det_baseline", "vision.multilabel.pat:DeTBaseline",
+         "dependent training baseline: one shared backbone and head for all labels, BCE on whole images, sigmoid at 0.5",
+         family="multilabel", experiment="vision.multilabel.pat:PATExperimentConfig",
+         runner="vision.multilabel.pat:run_pat_experiment")
+register("pat", "vision.multilabel.pat:PAT",
+         "PAT: whole image logit averaged with a soft pivot patch logit (counterfactual direct effect), at training or inference",
+         family="multilabel", experiment="vision.multilabel.pat:PATExperimentConfig",
+         runner="vision.multilabel.pat:run_pat_experiment")
 
 
 def _load(target: str) -> Any:
