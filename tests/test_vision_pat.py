@@ -84,11 +84,12 @@ class _Constant(nn.Module):
 def test_pat_i_with_identical_patch_and_global_logits_is_the_baseline():
     # Kills a sum (not an average) of the two logits, an unnormalised patch pool, and any extra
     # (counterfactual) term: with the patches' logits equal to the image's, PAT-I is the baseline.
+    torch.manual_seed(0)
     net = PatchHeads(_Constant(), 10)
     images = torch.rand(7, 1, 32, 32)
     for weight in (0.5, 0.3):
         probs = multi_scores(net, images, PATConfig(mode="inference", patch_weight=weight), seed=0)
-        assert np.array_equal(probs["pat"], probs["global"])
+        assert np.abs(probs["pat"] - probs["global"]).max() < 1e-6  # equal up to float rounding
 
 
 # -- property 3: the patch builder ---------------------------------------------------------------
@@ -217,7 +218,8 @@ def test_pat_i_with_zero_patch_weight_is_the_baseline_it_reports():
     result = run_experiment("pat", _tiny(mode="inference", patch_weight=0.0, loss="bce"))
     assert result["final"] == result["global_only"]
     baseline = run_experiment("det_baseline", _tiny(loss="bce"))
-    assert baseline["final"] == result["global_only"] and baseline["epochs"] == result["epochs"]
+    strip = lambda epochs: [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]  # noqa: E731
+    assert baseline["final"] == result["global_only"] and strip(baseline["epochs"]) == strip(result["epochs"])
     assert set(result["final"]) >= {"map", "cf1", "of1", "class_f1", "confounding"}
     assert set(result["final"]["confounding"]) == {"3", "1"}
     assert "FPR(3|8 only)" in result["summary"]

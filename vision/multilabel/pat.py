@@ -36,7 +36,7 @@ weight is a parameter, ``patch_weight``.]
 
 Omissions and deviations (stated): CPU-sized defaults (a small ConvNet from scratch on 32 px
 confounded digit mosaics, :mod:`vision.multilabel.confounded`, not ResNet-101/TResNet-L pretrained
-at 448 px; lr 2e-3 for 1e-4, 15 epochs for 80, EMA decay 0.99 for 0.9997, batch 64 for 128, bf16
+at 448 px; lr 5e-3 for 1e-4, 15 epochs for 80, EMA decay 0.99 for 0.9997, batch 64 for 128, bf16
 autocast on CUDA for fp16 AMP); no early stop (the code's reads an undefined flag and kills
 processes); augmentation (``train.augment``: the weak random crop of :mod:`vision.augment`, applied
 independently to the whole image and to each cell, as the code applies its own per view) replaces
@@ -123,7 +123,7 @@ class PATTrainConfig(TrainConfig):
     epochs: int = 15
     warmup_epochs: int = 0
     batch_size: int = 64
-    lr: float = 2e-3  # AdamW, the OneCycle peak
+    lr: float = 5e-3  # AdamW, the OneCycle peak
     weight_decay: float = 1e-4
     augment: bool = False
 
@@ -238,7 +238,7 @@ def pat_logits(net: PatchHeads, x: torch.Tensor, n_grid: int, generator: torch.G
                joint: bool = True, augment=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(z^glob, z^pat) of ``x``: its patches (shuffled by ``generator``), the pivot pooling.
     ``augment``: a function applied to the whole images and, independently, to every cell."""
-    patches = patch_view(x.cpu(), n_grid, generator=generator).to(x.device)
+    patches = patch_view(x, n_grid, generator=generator)  # the order is drawn on the CPU generator
     if augment is not None:
         x, patches = augment(x), augment(patches.flatten(0, 1)).reshape(patches.shape)
     glob, select, values = net.views(x, patches, joint)
