@@ -24,10 +24,11 @@ the code (the average of the logits, not of the probabilities).
 
 What the code does and this module follows: AdamW, OneCycle (pct_start 0.2), an EMA of the weights
 (:class:`torch.optim.swa_utils.AveragedModel`), the better of student and EMA kept by mAP (here on a
-held-out ``val_fraction`` of the training set, every epoch, with its val BCE in the history; the code selects on its test set), the
-whole image and its patches in one concatenated forward pass (``joint_forward: true``; BatchNorm
-statistics then mix both views; ``false`` runs them separately as D2L does), patches shuffled on
-every call (seeded), thresholds only for CF1/OF1 (0.5), mAP from the scores.
+held-out ``val_fraction`` of the training set, every epoch, the val BCE of both in the history; the
+code selects on its test set), the whole image and its patches in one concatenated forward pass
+(``joint_forward: true``; BatchNorm statistics then mix both views; ``false`` runs them separately
+as D2L does), patches shuffled on every call (seeded), thresholds only for CF1/OF1 (0.5), mAP from
+the scores.
 
 The TDE: the paper's section 3.2 defines TDE = Y(X=x, O=o) - Y(X=x*, O=o); the code (and this
 module) never subtracts a counterfactual term: it *enhances the direct effect* by mixing in the
@@ -355,8 +356,8 @@ def train_net(method: Any, config: PATExperimentConfig, x: torch.Tensor, y: np.n
         for which, model in scored.items():
             probs = multi_scores(model, val_x, score_options, train.seed + 2)["pat" if pat_t else "global"]
             val_map[which] = multilabel_scores(val_y, probs, 0.5)["map"]
-            val_bce[which] = float(nn.functional.binary_cross_entropy(torch.as_tensor(probs).double().clamp(1e-7, 1 - 1e-7),
-                                                                      torch.as_tensor(val_y).double()))
+            clipped = torch.as_tensor(probs).double().clamp(1e-7, 1 - 1e-7)
+            val_bce[which] = float(nn.functional.binary_cross_entropy(clipped, torch.as_tensor(val_y).double()))
         which = max(val_map, key=val_map.get)
         if best is None or val_map[which] > best["val_map"]:
             best = {"epoch": epoch, "which": which, "val_map": val_map[which],
