@@ -195,6 +195,9 @@ def test_mosaics_have_the_configured_co_occurrence_and_clean_shift_splits():
     half = config.image_size // 2
     cut = (canvas[:, 0, :, half - 1] * canvas[:, 0, :, half]).sum((1,)) > 0  # ink on both sides of the cut
     assert cut.any() and not cut.all()
+    scaled = ConfoundedConfig(scales=(1, 2))  # slots fit a 16 px digit; both sizes are drawn
+    ink = render(one, np.repeat(glyph, 10, 0), np.arange(10), scaled, np.random.default_rng(2)).sum((1, 2, 3))
+    assert scaled.image_size == 56 and set(ink.tolist()) == {64.0, 256.0}
 
 
 def test_confounding_metrics_read_the_right_splits():

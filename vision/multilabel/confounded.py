@@ -2,9 +2,12 @@
 splits that separate a target from its usual companion (spec ``specs/cf_multilabel.md``, "Running
 offline"; a procedural stand-in for MS-COCO's "car next to a parking meter").
 
-A mosaic is a 3x3 array of slots on a ``3 * (8 + 2 * jitter) + 2`` pixel canvas (32 px for
-jitter 1); each present digit (a scikit-learn 8x8 digit, train digits for train mosaics, test
-digits for test ones) sits in its own random slot, shifted by up to ``jitter`` pixels each way.
+A mosaic is a 3x3 array of slots of ``8 * max(scales) + 2 * jitter`` pixels on a canvas of three
+slots plus 2 px (32 px for jitter 1 and scales (1,)); each present digit (a scikit-learn 8x8 digit,
+train digits for train mosaics, test digits for test ones, upsampled by a random one of ``scales``)
+sits in its own random slot at a random offset within it (up to ``jitter`` pixels each way at the
+largest scale). Several scales put the zoomed digits of the 2x2 patch views in distribution for a
+model trained on whole images (PAT-I's premise; ImageNet backbones are roughly scale-robust).
 A 2x2 patch grid then cuts the middle row and column of slots (misaligned: pivot patches do not
 always hold a whole object). The target is the multi-hot set of digits present (q = 10).
 
@@ -41,6 +44,7 @@ class ConfoundedConfig:
     pair_rate: float = 0.4
     other_rate: float = 0.15
     jitter: int = 1  # pixels of position jitter per digit
+    scales: tuple[int, ...] = (1,)  # each digit upsampled by one of these (nearest); slots fit the largest
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -60,10 +64,16 @@ class ConfoundedConfig:
                 raise BadInputError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.jitter <= 4:
             raise BadInputError(f"jitter must be in [0, 4], got {self.jitter}")
+        if not self.scales or any(not 1 <= s <= 4 for s in self.scales):
+            raise BadInputError(f"scales must be integers in [1, 4], got {self.scales}")
+
+    @property
+    def pitch(self) -> int:
+        return 8 * max(self.scales) + 2 * self.jitter
 
     @property
     def image_size(self) -> int:
-        return SLOTS * (8 + 2 * self.jitter) + 2
+        return SLOTS * self.pitch + 2
 
     @property
     def others(self) -> list[int]:
@@ -96,15 +106,18 @@ def render(sets: np.ndarray, images: np.ndarray, labels: np.ndarray, config: Con
     """(size, 1, S, S) canvases: each digit of a set drawn from ``images`` (N, 8, 8) of its class,
     in its own random slot, jittered."""
     by_digit = [np.flatnonzero(labels == d) for d in range(10)]
-    pitch, j, size = 8 + 2 * config.jitter, config.jitter, config.image_size
+    pitch, size = config.pitch, config.image_size
     canvas = np.zeros((len(sets), 1, size, size), dtype=np.float32)
     for n, row in enumerate(sets):
         digits = np.flatnonzero(row)
         slots = rng.permutation(SLOTS * SLOTS)[:len(digits)]
         for digit, slot in zip(digits, slots):
-            top = 1 + (slot // SLOTS) * pitch + j + int(rng.integers(-j, j + 1))
-            left = 1 + (slot % SLOTS) * pitch + j + int(rng.integers(-j, j + 1))
-            canvas[n, 0, top:top + 8, left:left + 8] = images[rng.choice(by_digit[digit])]
+            scale = config.scales[int(rng.integers(len(config.scales)))] if len(config.scales) > 1 else config.scales[0]
+            side = 8 * scale
+            top = 1 + (slot // SLOTS) * pitch + int(rng.integers(0, pitch - side + 1))
+            left = 1 + (slot % SLOTS) * pitch + int(rng.integers(0, pitch - side + 1))
+            glyph = images[rng.choice(by_digit[digit])]
+            canvas[n, 0, top:top + side, left:left + side] = np.kron(glyph, np.ones((scale, scale), np.float32))
     return torch.from_numpy(canvas)
 
 
