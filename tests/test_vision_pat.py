@@ -228,6 +228,27 @@ def test_pat_i_with_zero_patch_weight_is_the_baseline_it_reports():
     assert "FPR(3|8 only)" in result["summary"]
 
 
+def test_an_int_model_reads_its_own_label_only():
+    # Kills an InT (independent training) whose per-class model also learns from the other labels:
+    # then it would be one more shared (dependent) model.
+    from vision.multilabel.pat import DeTBaseline, BaselineConfig, PATExperimentConfig, train_net
+    from vision.run import build_config
+
+    config = build_config(_tiny(loss="bce", independent=True), "det_baseline")
+    assert isinstance(config, PATExperimentConfig)
+    gen = np.random.default_rng(0)
+    x, y = torch.rand(80, 1, 32, 32, generator=torch.Generator().manual_seed(0)), gen.integers(0, 2, (80, 10))
+    other = y.copy()
+    other[:, [0, 1, 2, 4]] = gen.integers(0, 2, (80, 4))  # every label but 3 redrawn
+    method = DeTBaseline(BaselineConfig(loss="bce", independent=True))
+    runs = [train_net(method, config, x[:60], labels[:60], x[60:], labels[60:], [3]) for labels in (y, other)]
+    strip = lambda epochs: [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]  # noqa: E731
+    assert strip(runs[0][1]) == strip(runs[1][1])
+    assert torch.equal(runs[0][0](x)[:, 3], runs[1][0](x)[:, 3])
+    shared = train_net(DeTBaseline(BaselineConfig(loss="bce")), config, x[:60], other[:60], x[60:], other[60:])
+    assert not torch.equal(shared[0](x)[:, 3], runs[1][0](x)[:, 3])
+
+
 def _pat_child(folder, kill_after):
     os.environ.pop(KILL_AFTER_EPOCH, None)
     if kill_after is not None:

@@ -41,8 +41,9 @@ at 448 px; lr 5e-3 for 1e-4, 15 epochs for 80, EMA decay 0.99 for 0.9997, batch 
 autocast on CUDA for fp16 AMP); no early stop (the code's reads an undefined flag and kills
 processes); augmentation (``train.augment``: the weak random crop of :mod:`vision.augment`, applied
 independently to the whole image and to each cell, as the code applies its own per view) replaces
-Cutout + RandAugment and is off by default; the independent-training (InT) reference of the paper's
-diagnosis is not implemented; the unused ``--temperature`` flag is left out; the Q2L heads are not
+Cutout + RandAugment and is off by default; the independent-training reference of the paper's
+diagnosis (``det_baseline`` with ``independent: true``: InT) trains one model per *target* class
+(``mosaic.targets``), not one per class; the unused ``--temperature`` flag is left out; the Q2L heads are not
 implemented. From :class:`vision.train.TrainConfig` it uses backbone, epochs, batch_size, lr,
 weight_decay, augment, flip, device, amp, seed, checkpoint_dir and progress (warmup_epochs and
 momentum are unused). Every epoch is checkpointed atomically; a rerun resumes where the last one
@@ -94,6 +95,9 @@ class LossFields:
 @dataclass(frozen=True)
 class BaselineConfig(LossFields):
     loss: str = "bce"
+    # InT, the paper's reference: one model per target class (mosaic.targets), each trained on its
+    # own label only; the result covers those classes only
+    independent: bool = False
 
 
 @dataclass(frozen=True)
@@ -273,7 +277,7 @@ def multi_scores(net: PatchHeads, images: torch.Tensor, options: LossFields, see
 CHECKPOINT_FORMAT = 1
 
 
-def checkpoint_path(config: PATExperimentConfig, method: Any) -> Path | None:
+def checkpoint_path(config: PATExperimentConfig, method: Any, tag: str = "") -> Path | None:
     train = config.train
     if not train.checkpoint_dir:
         return None
@@ -281,14 +285,16 @@ def checkpoint_path(config: PATExperimentConfig, method: Any) -> Path | None:
     settings["train"] = {k: v for k, v in asdict(train).items() if k not in ("checkpoint_dir", "progress", "device")}
     key = digest(json.dumps([CHECKPOINT_FORMAT, method.name, asdict(method.config), settings],
                             sort_keys=True, default=str))
-    return Path(train.checkpoint_dir) / f"{method.name}-{key}.pt"
+    return Path(train.checkpoint_dir) / f"{method.name}{tag}-{key}.pt"
 
 
-def train_net(method: Any, config: PATExperimentConfig, x: torch.Tensor, y: np.ndarray,
-              val_x: torch.Tensor, val_y: np.ndarray) -> tuple[PatchHeads, list[dict[str, Any]], dict[str, Any]]:
+def train_net(method: Any, config: PATExperimentConfig, x: torch.Tensor, y: np.ndarray, val_x: torch.Tensor,
+              val_y: np.ndarray, classes: list[int] | None = None
+              ) -> tuple[PatchHeads, list[dict[str, Any]], dict[str, Any]]:
     """Train the baseline (global head only: DeT, and PAT-I's model) or PAT-T; every epoch the
     student and the EMA are scored on the validation split (by the mode's own score) and the best
-    (epoch, which) kept. Returns the net with the best weights, the history and that choice."""
+    (epoch, which) kept. ``classes``: the labels the loss and the validation read (InT: one);
+    None: all. Returns the net with the best weights, the history and that choice."""
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
     from curate.core.device import resolve_device
@@ -320,7 +326,8 @@ def train_net(method: Any, config: PATExperimentConfig, x: torch.Tensor, y: np.n
     score_options = options if pat_t else BaselineConfig(**{f: getattr(options, f) for f in
                                                             ("loss", "gamma_neg", "gamma_pos", "clip", "threshold")})
     history, best, start = [], None, 0
-    checkpoint = checkpoint_path(config, method)
+    checkpoint = checkpoint_path(config, method, "" if classes is None else "-class" + "-".join(map(str, classes)))
+    cols = list(range(y.shape[1])) if classes is None else list(classes)
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=False)
         net.load_state_dict(state["net"])
@@ -343,7 +350,7 @@ def train_net(method: Any, config: PATExperimentConfig, x: torch.Tensor, y: np.n
                                               augment)
                     loss = criterion(glob, yb, options) + criterion(pooled, yb, options)
                 else:
-                    loss = criterion(net(augment(xb) if augment else xb), yb, options)
+                    loss = criterion(net(augment(xb) if augment else xb)[:, cols], yb[:, cols], options)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -354,10 +361,10 @@ def train_net(method: Any, config: PATExperimentConfig, x: torch.Tensor, y: np.n
         scored = {"student": net, **({"ema": ema.module} if ema is not None else {})}
         val_map, val_bce = {}, {}
         for which, model in scored.items():
-            probs = multi_scores(model, val_x, score_options, train.seed + 2)["pat" if pat_t else "global"]
-            val_map[which] = multilabel_scores(val_y, probs, 0.5)["map"]
+            probs = multi_scores(model, val_x, score_options, train.seed + 2)["pat" if pat_t else "global"][:, cols]
+            val_map[which] = multilabel_scores(val_y[:, cols], probs, 0.5)["map"]
             clipped = torch.as_tensor(probs).double().clamp(1e-7, 1 - 1e-7)
-            val_bce[which] = float(nn.functional.binary_cross_entropy(clipped, torch.as_tensor(val_y).double()))
+            val_bce[which] = float(nn.functional.binary_cross_entropy(clipped, torch.as_tensor(val_y[:, cols]).double()))
         which = max(val_map, key=val_map.get)
         if best is None or val_map[which] > best["val_map"]:
             best = {"epoch": epoch, "which": which, "val_map": val_map[which],
@@ -374,23 +381,23 @@ def train_net(method: Any, config: PATExperimentConfig, x: torch.Tensor, y: np.n
     return net, history, {k: v for k, v in best.items() if k != "state"}
 
 
-def evaluate(net: PatchHeads, splits: dict[str, tuple[torch.Tensor, np.ndarray]], options: LossFields,
-             mosaic: ConfoundedConfig, seed: int) -> dict[str, dict[str, Any]]:
-    """Per score (``global``; for PAT also ``pat``): mAP, CF1, OF1 and per-class F1 on ``iid``, and
-    the conditional TPR/FPR per pair (:func:`vision.multilabel.confounded.confounding_metrics`)."""
+def metrics_of(probs: dict[str, np.ndarray], splits: dict[str, tuple[torch.Tensor, np.ndarray]],
+               options: LossFields, mosaic: ConfoundedConfig, classes: list[int] | None = None) -> dict[str, Any]:
+    """mAP, CF1, OF1 and per-class F1 on ``iid`` (over ``classes``; None: all), and the conditional
+    TPR/FPR per pair (:func:`vision.multilabel.confounded.confounding_metrics`), of the
+    probabilities per split."""
     from vision.multilabel.confounded import confounding_metrics
     from vision.multilabel.metrics import multilabel_scores
 
-    probs = {name: multi_scores(net, images, options, seed) for name, (images, _) in splits.items()}
     targets = {name: s[1] for name, s in splits.items()}
-    return {score: {**multilabel_scores(targets["iid"], probs["iid"][score], options.threshold),
-                    "confounding": confounding_metrics(targets, {n: p[score] for n, p in probs.items()}, mosaic,
-                                                       options.threshold)}
-            for score in probs["iid"]}
+    cols = slice(None) if classes is None else list(classes)
+    return {**multilabel_scores(targets["iid"][:, cols], probs["iid"][:, cols], options.threshold),
+            "confounding": confounding_metrics(targets, probs, mosaic, options.threshold)}
 
 
 def run_pat_experiment(method: Any, config: PATExperimentConfig) -> dict[str, Any]:
-    """Confounded mosaics, training (baseline or PAT-T), the scores: the result JSON."""
+    """Confounded mosaics, training (baseline, InT, PAT-I's baseline or PAT-T), the scores: the
+    result JSON."""
     from vision.multilabel.confounded import confounded_mosaics
 
     if not isinstance(method, (PAT, DeTBaseline)):
@@ -402,18 +409,31 @@ def run_pat_experiment(method: Any, config: PATExperimentConfig) -> dict[str, An
     order = np.random.default_rng([config.seed, 3]).permutation(len(x))
     held = int(round(config.val_fraction * len(x)))
     val, fit_rows = np.sort(order[:held]), np.sort(order[held:])
-    net, history, chosen = train_net(method, config, x[fit_rows], y[fit_rows], x[val], y[val])
     seed = train.seed + 3  # the evaluation's patch order
     result: dict[str, Any] = {"method": method.name, "dataset": config.dataset, "config": asdict(train),
-                              "options": asdict(options), "mosaic": asdict(config.mosaic), "ema_decay": config.ema_decay,
-                              "epochs": history, "chosen": chosen}
-    scores = evaluate(net, splits, options, config.mosaic, seed)
-    if isinstance(options, PATConfig):
-        final, label = scores["pat"], ("PAT-T" if options.mode == "train" else "PAT-I")
-        # PAT-I: the baseline it starts from; PAT-T: its global head alone (the ablation)
-        result["global_only"] = scores["global"]
+                              "options": asdict(options), "mosaic": asdict(config.mosaic), "ema_decay": config.ema_decay}
+    if getattr(options, "independent", False):  # InT: one model per target class, its column only
+        classes = list(config.mosaic.targets)
+        probs = {name: np.zeros(s[1].shape, dtype=np.float32) for name, s in splits.items()}
+        result["epochs"], result["chosen"] = {}, {}
+        for t in classes:
+            net, history, chosen = train_net(method, config, x[fit_rows], y[fit_rows], x[val], y[val], [t])
+            for name, (images, _) in splits.items():
+                probs[name][:, t] = multi_scores(net, images, options, seed)["global"][:, t]
+            result["epochs"][str(t)], result["chosen"][str(t)] = history, chosen
+        final, label = metrics_of(probs, splits, options, config.mosaic, classes), "InT (target classes only)"
+        final["classes"] = classes
     else:
-        final, label = scores["global"], "DeT baseline"
+        net, result["epochs"], result["chosen"] = train_net(method, config, x[fit_rows], y[fit_rows], x[val], y[val])
+        probs = {name: multi_scores(net, images, options, seed) for name, (images, _) in splits.items()}
+        by_score = {score: metrics_of({n: p[score] for n, p in probs.items()}, splits, options, config.mosaic)
+                    for score in probs["iid"]}
+        if isinstance(options, PATConfig):
+            final, label = by_score["pat"], ("PAT-T" if options.mode == "train" else "PAT-I")
+            # PAT-I: the baseline it starts from; PAT-T: its global head alone (the ablation)
+            result["global_only"] = by_score["global"]
+        else:
+            final, label = by_score["global"], "DeT baseline"
     result["final"] = final
     result["seconds"] = round(time.monotonic() - started, 1)
     fpr = ", ".join(f"FPR({t}|{m['context']} only) {100 * m['fpr_context_only']:.1f}%"
