@@ -10,7 +10,7 @@ over seeds, paired differences to the baseline (mean [95% t interval]), seconds 
 The paper's qualitative claim checked here (spec, "Integration"): PAT lowers FPR(3 | 8 only)
 relative to the baseline while i.i.d. mAP stays within 1 point or improves.
 
-    python benchmarks/vision_pat.py [--seeds 0 1 2] [--epochs 15] [--loss bce] [--int]
+    python benchmarks/vision_pat.py [--seeds 0 1 2] [--epochs 30] [--loss bce] [--int]
 """
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--train-size", type=int, default=2000)
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--shift-size", type=int, default=300)

@@ -37,7 +37,7 @@ weight is a parameter, ``patch_weight``.]
 
 Omissions and deviations (stated): CPU-sized defaults (a small ConvNet from scratch on 32 px
 confounded digit mosaics, :mod:`vision.multilabel.confounded`, not ResNet-101/TResNet-L pretrained
-at 448 px; lr 5e-3 for 1e-4, 15 epochs for 80, EMA decay 0.99 for 0.9997, batch 64 for 128, bf16
+at 448 px; lr 5e-3 for 1e-4, 30 epochs for 80, EMA decay 0.99 for 0.9997, batch 64 for 128, bf16
 autocast on CUDA for fp16 AMP); no early stop (the code's reads an undefined flag and kills
 processes); augmentation (``train.augment``: the weak random crop of :mod:`vision.augment`, applied
 independently to the whole image and to each cell, as the code applies its own per view) replaces
@@ -125,7 +125,7 @@ class PATTrainConfig(TrainConfig):
     """:class:`vision.train.TrainConfig` with the CPU-sized defaults of this protocol."""
 
     backbone: str = "convnet:32"
-    epochs: int = 15
+    epochs: int = 30
     warmup_epochs: int = 0
     batch_size: int = 64
     lr: float = 5e-3  # AdamW, the OneCycle peak
