@@ -156,6 +156,23 @@ def test_the_whole_image_and_its_patches_share_one_forward_pass_by_default():
 
 # -- the loss --------------------------------------------------------------------------------------
 
+def test_pat_t_trains_the_global_and_the_pivot_patch_logits():
+    # Kills a PAT-T loss on the global logit alone (the selection and value heads would never learn)
+    # or on the patch logit alone.
+    from vision.backbones import build_backbone
+    from vision.multilabel.pat import criterion, pat_t_loss
+
+    net = PatchHeads(build_backbone("convnet:8", 1, 10, 32, 0), 10, "cross")
+    x, y = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0)), torch.eye(10)[[3, 8, 1, 7, 0, 2]]
+    options = PATConfig(loss="bce")
+    loss = pat_t_loss(net, x, y, options, torch.Generator().manual_seed(4))
+    glob, pooled = pat_logits(net, x, 2, torch.Generator().manual_seed(4))
+    assert torch.allclose(loss, criterion(glob, y, options) + criterion(pooled, y, options))
+    loss.backward()
+    for head in (net.select, net.value, net.backbone.classifier):
+        assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
+
+
 def test_asl_shifts_negatives_and_its_focusing_weight_has_no_gradient():
     # Kills a focusing weight that is differentiated through (the code computes it without grad)
     # and a clip applied to the positives.

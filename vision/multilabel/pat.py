@@ -250,6 +250,13 @@ def pat_logits(net: PatchHeads, x: torch.Tensor, n_grid: int, generator: torch.G
     return glob, pivot_pool(select, values)
 
 
+def pat_t_loss(net: PatchHeads, x: torch.Tensor, y: torch.Tensor, options: PATConfig,
+               generator: torch.Generator | None, augment=None) -> torch.Tensor:
+    """PAT-T's loss: L(z^glob, y) + L(z^pat, y), the pivot-patch logit trained as a prediction too."""
+    glob, pooled = pat_logits(net, x, options.n_grid, generator, options.joint_forward, augment)
+    return criterion(glob, y, options) + criterion(pooled, y, options)
+
+
 def multi_scores(net: PatchHeads, images: torch.Tensor, options: LossFields, seed: int,
                  batch_size: int = 256) -> dict[str, np.ndarray]:
     """Probabilities of ``images`` in eval mode: ``global`` (sigmoid of z^glob) and, for PAT,
@@ -346,9 +353,7 @@ def train_net(method: Any, config: PATExperimentConfig, x: torch.Tensor, y: np.n
             xb, yb = x[rows].to(device), targets[rows].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 if pat_t:
-                    glob, pooled = pat_logits(net, xb, options.n_grid, generators["patches"], options.joint_forward,
-                                              augment)
-                    loss = criterion(glob, yb, options) + criterion(pooled, yb, options)
+                    loss = pat_t_loss(net, xb, yb, options, generators["patches"], augment)
                 else:
                     loss = criterion(net(augment(xb) if augment else xb)[:, cols], yb[:, cols], options)
             optimizer.zero_grad(set_to_none=True)
