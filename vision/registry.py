@@ -158,6 +158,14 @@ register("ssmll_cap", "vision.multilabel.ssmll:CAP",
 register("ssmll_bce", "vision.multilabel.ssmll:LabelledOnly",
          "labelled only BCE baseline for semi supervised multi label, fixed 0.5 threshold", family="multilabel",
          experiment="vision.multilabel.ssmll:SSMLLExperimentConfig", runner="vision.multilabel.ssmll:run_ssmll_experiment")
+register("det_baseline", "vision.multilabel.pat:DeTBaseline",
+         "dependent training baseline: one shared backbone and head for all labels, BCE on whole images, sigmoid at 0.5",
+         family="multilabel", experiment="vision.multilabel.pat:PATExperimentConfig",
+         runner="vision.multilabel.pat:run_pat_experiment")
+register("pat", "vision.multilabel.pat:PAT",
+         "PAT: whole image logit averaged with a soft pivot patch logit (counterfactual direct effect), at training or inference",
+         family="multilabel", experiment="vision.multilabel.pat:PATExperimentConfig",
+         runner="vision.multilabel.pat:run_pat_experiment")
 
 
 def _load(target: str) -> Any:

@@ -59,6 +59,7 @@ from torch import nn
 
 from curate.core.cache import digest
 from curate.core.errors import BadInputError
+from vision.multilabel.losses import asymmetric_loss as asl
 from vision.augment import Augmenter
 from vision.multilabel.metrics import multilabel_scores
 from vision.multilabel.mosaics import MosaicConfig
@@ -228,21 +229,6 @@ def scores_of(net: FourHeads, images: torch.Tensor, patches: bool, batch: int = 
                      for s in range(0, len(images), batch)])
     net.train(was)
     return out.numpy()
-
-
-def asl(logits: torch.Tensor, targets: torch.Tensor, gamma_neg: float = 4.0, gamma_pos: float = 0.0,
-        clip: float = 0.05, reduction: str = "sum", eps: float = 1e-8) -> torch.Tensor:
-    """Asymmetric loss (Ridnik et al. 2021): negatives' probability shifted down by ``clip``, focusing
-    weights (1 - p_t)^gamma computed without gradient; summed (the code) or averaged."""
-    p = torch.sigmoid(logits.float())
-    y = targets.float()
-    p_neg = (1 - p + clip).clamp(max=1) if clip > 0 else 1 - p
-    loss = y * torch.log(p.clamp(min=eps)) + (1 - y) * torch.log(p_neg.clamp(min=eps))
-    with torch.no_grad():
-        p_t = p * y + p_neg * (1 - y)
-        weight = torch.pow(1 - p_t, gamma_pos * y + gamma_neg * (1 - y))
-    loss = -(loss * weight)
-    return loss.sum() if reduction == "sum" else loss.mean()
 
 
 # -- thresholds ------------------------------------------------------------------------------------
