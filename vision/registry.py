@@ -137,6 +137,12 @@ register("uncertainty", "vision.active.baselines:Uncertainty",
 register("lfosa", "vision.active.baselines:LfOSA",
          "LfOSA: a K+1 way detector, a GMM per class on max activations, query the images likely known",
          family="active")
+register("video_supervised", "vision.video.model:VideoMethod",
+         "end to end supervised CNN and Transformer detector, trained with BCE on the seen forgery kinds",
+         family="video")
+register("naco", "vision.video.naco:NACO",
+         "NACO: SPM and TCM pretext pre-training on real clips only, then a head on the frozen backbone",
+         family="video")
 
 
 def _load(target: str) -> Any:
