@@ -141,7 +141,7 @@ register("video_supervised", "vision.video.model:VideoMethod",
          "end to end supervised CNN and Transformer detector, trained with BCE on the seen forgery kinds",
          family="video")
 register("naco", "vision.video.naco:NACO",
-         "NACO: SPM and TCM pretext pre-training on real clips only, then a head on the frozen backbone",
+         "NACO: SPM and TCM pretext training on real clips only, then a head on the frozen backbone",
          family="video")
 
 

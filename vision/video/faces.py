@@ -94,6 +94,7 @@ def draw_face(rng: np.random.Generator, frames: int, size: int, t: np.ndarray | 
     for centre in rng.uniform(t[0] - 4, t[-1] + 4, rng.integers(0, 3)):
         blink -= 0.95 * np.exp(-0.5 * ((t - centre) / 0.8) ** 2)
     speech = np.clip(0.45 + _smooth(rng, t * 4, 0.9), 0, 1)  # faster than the head motion
+
     motion = np.stack([_smooth(rng, t, 0.1 * size), _smooth(rng, t, 0.08 * size), _smooth(rng, t, 0.25),
                        1 + _smooth(rng, t, 0.08)], axis=1)
     return Face(skin=np.clip(rng.normal([0.85, 0.65, 0.5], 0.1), 0.2, 1.0), width=rng.uniform(0.72, 0.92),

@@ -30,6 +30,11 @@ class ModelConfig:
     dropout: float = 0.1
     head_hidden: int = 32
     max_frames: int = 32  # position embeddings for clips up to this length
+    # (ours, not in the spec) the Transformer sees each frame's feature minus the clip's mean over
+    # time: static appearance (identity, background) dominates raw per-frame features (~90% of
+    # their variation here), which left the small model's CLS nearly order-blind after CPU-sized
+    # pre-training; the mean is order-free, so order still enters through the position embeddings only
+    centre: bool = True
 
     def __post_init__(self) -> None:
         for name in ("dim", "cnn_width", "layers", "heads", "head_hidden", "max_frames"):
@@ -41,14 +46,28 @@ class ModelConfig:
             raise BadInputError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
+def sinusoids(length: int, dim: int) -> torch.Tensor:
+    """(length, dim) sinusoidal position codes of unit amplitude (the learnable embeddings' init):
+    neighbouring frames get similar codes, so attention to the next frame is easy to learn. A small
+    random init (ViT's 0.02) left the CPU-sized model order-blind."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(-torch.arange(0, dim, 2, dtype=torch.float32) * (torch.log(torch.tensor(100.0)) / dim))
+    codes = torch.zeros(length, dim)
+    codes[:, 0::2], codes[:, 1::2] = torch.sin(position * freq), torch.cos(position * freq)[:, :dim // 2]
+    return codes
+
+
 def spatial_cnn(width: int, dim: int) -> nn.Sequential:
-    """A 4-layer ConvNet per frame (BatchNorm over batch x time), global average pool, Linear to ``dim``."""
+    """A 4-layer ConvNet per frame (BatchNorm over batch x time), pooled to 4x4, Linear to ``dim``."""
     widths = [3, width, 2 * width, 2 * width, 4 * width]
     layers: list[nn.Module] = []
     for i, (cin, cout) in enumerate(zip(widths, widths[1:])):
         layers += [nn.Conv2d(cin, cout, 3, stride=2 if i % 2 else 1, padding=1, bias=False), nn.BatchNorm2d(cout),
                    nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(widths[-1], dim))
+    # a coarse 4x4 layout, not a global average: the mouth and eyes move a few pixels per frame and
+    # a global pool all but averages that away; BatchNorm over batch x time on the features
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(16 * widths[-1], dim),
+                         nn.BatchNorm1d(dim))
 
 
 def mlp(din: int, hidden: int, dout: int) -> nn.Sequential:
@@ -62,7 +81,10 @@ class ClipEncoder(nn.Module):
         super().__init__()
         self.spatial = spatial_cnn(config.cnn_width, config.dim)
         self.cls = nn.Parameter(torch.zeros(1, 1, config.dim))
-        self.position = nn.Parameter(torch.randn(1, config.max_frames + 1, config.dim) * 0.02)  # non-zero
+        # learnable, initialised non-zero (sinusoids of the normalised tokens' scale)
+        self.position = nn.Parameter(sinusoids(config.max_frames + 1, config.dim)[None])
+        self.centre = config.centre
+        self.token_norm = nn.LayerNorm(config.dim)
         layer = nn.TransformerEncoderLayer(config.dim, config.heads, 2 * config.dim, config.dropout,
                                            activation="gelu", batch_first=True, norm_first=True)
         self.temporal = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
@@ -74,9 +96,11 @@ class ClipEncoder(nn.Module):
         return self.spatial(clips.flatten(0, 1)).view(b, t, -1)
 
     def contextualise(self, tokens: torch.Tensor) -> torch.Tensor:
-        """H = Transformer([CLS; tokens] + position embeddings), (B, T + 1, D)."""
+        """H = Transformer([CLS; LayerNorm(tokens - their mean over time)] + position embeddings), (B, T + 1, D)."""
         b, t, _ = tokens.shape
-        x = torch.cat([self.cls.expand(b, -1, -1), tokens], dim=1) + self.position[:, :t + 1]
+        if self.centre:  # each frame's deviation from the clip's mean over time (order-free)
+            tokens = tokens - tokens.mean(1, keepdim=True)
+        x = torch.cat([self.cls.expand(b, -1, -1), self.token_norm(tokens)], dim=1) + self.position[:, :t + 1]
         return self.norm(self.temporal(x))
 
     def forward(self, clips: torch.Tensor) -> torch.Tensor:

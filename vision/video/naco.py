@@ -51,10 +51,12 @@ class NACOConfig(ModelConfig):
     temperature: float = 0.1  # (ours) InfoNCE
     margin: float = 0.5  # (ours) triplet fallback
     tcm_weight: float = 1.0  # (ours) lambda
-    brightness: float = 0.3  # clip-consistent augmentation of the TCM views: factor in [1 - b, 1 + b]
-    saturation: float = 0.3
-    shift: int = 2  # pixels, each axis
-    flip: bool = True
+    # (ours) the clip-consistent augmentation of the TCM views: factors in [1 - b, 1 + b], a shift in
+    # pixels per axis, horizontal flips (off: a mirrored clip mirrors its motion too)
+    brightness: float = 0.1
+    saturation: float = 0.1
+    shift: int = 1
+    flip: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -135,14 +137,16 @@ def info_nce(z: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, te
 
 
 def triplet(z: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float) -> torch.Tensor:
-    """max(0, m + d(z, z+) - d(z, z-)) with the cosine distance d."""
-    d = lambda a, b: 1 - F.cosine_similarity(a, b, dim=1)  # noqa: E731
+    """max(0, m + d(z, z+) - d(z, z-)), d the Euclidean distance of the L2-normalised vectors
+    (sqrt(2 - 2 cos)): unlike the cosine, its gradient does not vanish as z- approaches z."""
+    d = lambda a, b: (F.normalize(a, dim=1) - F.normalize(b, dim=1)).norm(dim=1)  # noqa: E731
     return F.relu(margin + d(z, positive) - d(z, negative)).mean()
 
 
 def spm_loss(predicted: torch.Tensor, target: torch.Tensor, masked: torch.Tensor) -> torch.Tensor:
-    """Mean over the masked frames of ||f_hat_i - f_i||^2 (only indices in M count)."""
-    return ((predicted - target) ** 2).sum(-1)[masked].mean()
+    """Mean over the masked frames of ||f_hat_i - f_i||^2 / D (only indices in M count; divided by
+    the width D so that lambda = 1 weighs the two modules alike at any width: ours)."""
+    return ((predicted - target) ** 2).mean(-1)[masked].mean()
 
 
 class NACO(VideoMethod):
