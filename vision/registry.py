@@ -137,7 +137,7 @@ register("uncertainty", "vision.active.baselines:Uncertainty",
 register("lfosa", "vision.active.baselines:LfOSA",
          "LfOSA: a K+1 way detector, a GMM per class on max activations, query the images likely known",
          family="active")
-register("video_supervised", "vision.video.model:VideoMethod",
+register("supervised", "vision.video.model:VideoMethod",
          "end to end supervised CNN and Transformer detector, trained with BCE on the seen forgery kinds",
          family="video")
 register("naco", "vision.video.naco:NACO",

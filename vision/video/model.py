@@ -145,7 +145,7 @@ def detection_loss(model: VideoModel, clips: torch.Tensor, labels: torch.Tensor,
 class VideoMethod:
     """A video method: its network and its stages; the base is the end-to-end supervised detector."""
 
-    name = "video_supervised"
+    name = "supervised"
     config_class: type | None = ModelConfig
 
     def __init__(self, config: ModelConfig | None = None):
