@@ -153,7 +153,7 @@ def test_the_spm_target_comes_from_the_true_frames_and_the_loss_from_masked_ones
     moved = predicted.clone()
     moved[~masked] += 100.0  # unmasked predictions do not count
     assert torch.equal(spm_loss(moved, target, masked), spm_loss(predicted, target, masked))
-    expected = ((predicted - target) ** 2).sum(-1)[masked].mean()
+    expected = ((predicted - target) ** 2).mean(-1)[masked].mean()
     assert torch.allclose(spm_loss(predicted, target, masked), expected)
 
 
