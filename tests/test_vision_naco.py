@@ -181,6 +181,10 @@ def test_pretrained_features_do_not_collapse(pretrained):
         f = model.backbone.encode_frames(clips).flatten(0, 1)
         z = method.embed(model, clips)
     assert float(f.std(0).median()) > 1e-3 and float(z.std(0).median()) > 1e-3
+    # nor into one direction (what matching latents without negatives does: every z parallel)
+    unit = F.normalize(z, dim=1)
+    cosine = unit @ unit.T
+    assert float((cosine.sum() - cosine.diag().sum()) / (len(z) * (len(z) - 1))) < 0.9
 
 
 # -- data, metrics, the experiment -----------------------------------------------------------------
