@@ -33,8 +33,8 @@ class ClipsConfig:
     """How many clips of which kinds; the frame size is the experiment's ``image_size``."""
 
     frames: int = 8  # T per clip (one clip per video)
-    real_train: int = 192  # real clips: pre-training (all) and the head's real class
-    fake_train: int = 96  # per seen kind, for the head (and the supervised baseline)
+    real_train: int = 128  # real clips: pre-training (all) and the head's real class
+    fake_train: int = 64  # per seen kind, for the head (and the supervised baseline)
     test: int = 96  # real test clips, and test clips per kind
     seen: tuple[str, ...] = ("swap", "reenact")  # the head's fake kinds
     unseen: tuple[str, ...] = ("flicker", "temporal")  # test only
@@ -94,7 +94,6 @@ def draw_face(rng: np.random.Generator, frames: int, size: int, t: np.ndarray | 
     for centre in rng.uniform(t[0] - 4, t[-1] + 4, rng.integers(0, 3)):
         blink -= 0.95 * np.exp(-0.5 * ((t - centre) / 0.8) ** 2)
     speech = np.clip(0.45 + _smooth(rng, t * 4, 0.9), 0, 1)  # faster than the head motion
-
     motion = np.stack([_smooth(rng, t, 0.1 * size), _smooth(rng, t, 0.08 * size), _smooth(rng, t, 0.25),
                        1 + _smooth(rng, t, 0.08)], axis=1)
     return Face(skin=np.clip(rng.normal([0.85, 0.65, 0.5], 0.1), 0.2, 1.0), width=rng.uniform(0.72, 0.92),

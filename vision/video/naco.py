@@ -13,7 +13,7 @@ freeze it and fine-tune an MLP head for real/fake:
 - TCM (temporal contrastive module): z = proj(h_cls) of the clip; z+ of the same frames under a
   second clip-consistent augmentation (one set of parameters for every frame, torchvision
   ``transforms.v2.functional``); z- of the same (first-view) frames in a random non-identity
-  order. InfoNCE at temperature 0.1 with the shuffled clips and the other clips of the batch as
+  order. InfoNCE (temperature 0.05) with the shuffled clips and the other clips of the batch as
   negatives (or the triplet fallback, margin 0.5).
 - L = L_SPM + lambda * L_TCM; then detection: CNN and Transformer frozen (no gradient, eval mode:
   BatchNorm running statistics untouched, dropout off), an MLP head on h_cls trained with BCE.
@@ -23,17 +23,19 @@ comes from the abstract and two summaries (real-only self-supervision, SPM, TCM,
 256-d per-frame CNN tokens into a Transformer). Everything else is the spec's (ours) choice and
 is marked so below: the CLS token, learnable position embeddings, one token per frame,
 whole-frame masking at ratio 0.5, the MLP predictor, stop-gradient targets from the online CNN
-(no EMA), InfoNCE with temperature 0.1, lambda = 1, AdamW, the head's width; and the CPU sizes of
-:class:`vision.video.model.ModelConfig` (64-d tokens, 2 layers, 4 heads, a 4-layer ConvNet in
-place of ResNet-18, 8 frames). Our own changes, each measured on the synthetic clips (pre-training
+(no EMA), InfoNCE, lambda = 1, AdamW, the head's width; and the CPU sizes of
+:class:`vision.video.model.ModelConfig` (32-d tokens, 2 layers, 4 heads, a 4-layer ConvNet of
+width 8 in place of ResNet-18, 32 px, 8 frames). Our own changes, each measured on the synthetic clips (pre-training
 of 180 steps; share of held-out clips whose shuffled copy lies farther than an augmented one):
 the Transformer sees each frame's feature minus the clip's mean over time (``centre``; raw
 features are ~90% static appearance and the CLS stayed order-blind: 3% -> 69% at lr 3e-3), position
 embeddings initialised as unit sinusoids (ViT's 0.02 noise: order-blind), CNN features pooled to
 4x4 and batch-normalised (a global average pool all but removed the moving mouth and eyes), the
 SPM error averaged over the feature width (||.||^2 / D, so that lambda = 1 weighs the two modules
-alike), mild augmentations without flips, and a pre-training learning rate of 1e-2 (3e-3: 69%,
-1e-2: 97%; the spec's 1e-4 is for ResNet-18 at full size). The triplet fallback uses the Euclidean distance of normalised vectors. Left out: the real pre-training corpus and the
+alike), mild augmentations without flips, a pre-training learning rate of 1e-2 (3e-3: 69%,
+1e-2: 97%; the spec's 1e-4 is for ResNet-18 at full size), no dropout and temperature 0.05 (with
+dropout 0.1 and temperature 0.1, 2 of 3 seeds stayed order-blind: 22% and 12%; now 88-91% for
+seeds 0-2). The triplet fallback uses the Euclidean distance of normalised vectors. Left out: the real pre-training corpus and the
 FF++/Celeb-DF/DFDC protocol (procedural faces instead, :mod:`vision.video.faces`), face detection
 and alignment, several clips per video (one clip is one video: the video score is the clip's),
 the robustness perturbations, and the paper's localisation analysis.
@@ -53,10 +55,10 @@ from vision.video.model import ModelConfig, Stage, VideoMethod, VideoModel, dete
 @dataclass
 class NACOConfig(ModelConfig):
     mask_ratio: float = 0.5  # (ours) share of frames masked for SPM
-    predictor_hidden: int = 128  # (ours) the SPM predictor, a 2-layer MLP
-    proj_dim: int = 64  # the TCM projection of h_cls
+    predictor_hidden: int = 64  # (ours) the SPM predictor, a 2-layer MLP
+    proj_dim: int = 32  # the TCM projection of h_cls
     tcm_loss: str = "infonce"  # (ours) or "triplet" (the spec's fallback)
-    temperature: float = 0.1  # (ours) InfoNCE
+    temperature: float = 0.05  # InfoNCE; spec (ours): 0.1, at which pre-training left order unlearnt for some seeds
     margin: float = 0.5  # (ours) triplet fallback
     tcm_weight: float = 1.0  # (ours) lambda
     # (ours) the clip-consistent augmentation of the TCM views: factors in [1 - b, 1 + b], a shift in
