@@ -998,7 +998,8 @@ MUTANTS: list[Mutant] = [
     Mutant("naco-shuffle-after-pooling", "vision/video/naco.py",  # reordering pooled outputs is a no-op
            "self.embed(model, torch.cat([anchor, positive, negative])).chunk(3)",
            "self.embed(model, torch.cat([anchor, positive, anchor])).chunk(3)",
-           ("tests/test_vision_naco.py::test_after_pretraining_a_shuffled_clip_is_farther_than_an_augmented_one",)),
+           ("tests/test_vision_naco.py::test_tcm_contrasts_the_natural_clip_with_its_own_frames_shuffled_before_encoding",
+            "tests/test_vision_naco.py::test_after_pretraining_a_shuffled_clip_is_farther_than_an_augmented_one")),
     Mutant("naco-tcm-positive-reordered", "vision/video/naco.py",
            "    positive = augment_clips(clips, config, generator)\n",
            "    positive = reorder(augment_clips(clips, config, generator), shuffled_orders(len(clips), clips.shape[1], generator))\n",

@@ -27,7 +27,7 @@ from vision.run import build_config, run_experiment
 from vision.train import KILL_AFTER_EPOCH
 from vision.video.experiment import auc_by_kind, train_stages
 from vision.video.faces import KINDS, ClipsConfig, face_videos, fake_clip, real_clip
-from vision.video.naco import augment_clips, reorder, shuffled_orders, spm_loss, spm_mask, tcm_views
+from vision.video.naco import augment_clips, info_nce, reorder, shuffled_orders, spm_loss, spm_mask, tcm_views
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "vision"
 SIZE, FRAMES = 16, 8
@@ -97,6 +97,21 @@ def test_tcm_views_positive_in_natural_order_negative_shuffled_augmentation_clip
     assert torch.equal(out, out[:, :1].expand_as(out)) and not torch.equal(out, static)
     again = augment_clips(static, config, torch.Generator().manual_seed(3))
     assert not torch.equal(out, again)
+
+
+def test_tcm_contrasts_the_natural_clip_with_its_own_frames_shuffled_before_encoding():
+    # the loss is InfoNCE of z(anchor) against z(positive) and z(anchor reordered BEFORE the
+    # encoder); a shuffle after pooling (z- = z) gives another value
+    method = _naco()
+    model = method.build(0).eval()
+    clips = _clips(6)
+    with torch.no_grad():
+        loss = method.tcm(model, clips, torch.Generator().manual_seed(4))
+        anchor, positive, negative, orders = tcm_views(clips, method.config, torch.Generator().manual_seed(4))
+        z, zp, zn = (method.embed(model, x) for x in (anchor, positive, reorder(anchor, orders)))
+        after_pooling = info_nce(z, zp, z, method.config.temperature)
+    assert torch.allclose(loss, info_nce(z, zp, zn, method.config.temperature), atol=1e-5)
+    assert abs(float(loss) - float(after_pooling)) > 1e-3
 
 
 def test_after_pretraining_a_shuffled_clip_is_farther_than_an_augmented_one(pretrained):

@@ -20,25 +20,28 @@ freeze it and fine-tune an MLP head for real/fake:
 
 **No code and no paper body were retrievable** (see ``shared/specs/naco.md``): what is verified
 comes from the abstract and two summaries (real-only self-supervision, SPM, TCM, frozen backbone,
-256-d per-frame CNN tokens into a Transformer). Everything else is the spec's (ours) choice and
-is marked so below: the CLS token, learnable position embeddings, one token per frame,
-whole-frame masking at ratio 0.5, the MLP predictor, stop-gradient targets from the online CNN
-(no EMA), InfoNCE, lambda = 1, AdamW, the head's width; and the CPU sizes of
-:class:`vision.video.model.ModelConfig` (32-d tokens, 2 layers, 4 heads, a 4-layer ConvNet of
-width 8 in place of ResNet-18, 32 px, 8 frames). Our own changes, each measured on the synthetic clips (pre-training
-of 180 steps; share of held-out clips whose shuffled copy lies farther than an augmented one):
-the Transformer sees each frame's feature minus the clip's mean over time (``centre``; raw
-features are ~90% static appearance and the CLS stayed order-blind: 3% -> 69% at lr 3e-3), position
-embeddings initialised as unit sinusoids (ViT's 0.02 noise: order-blind), CNN features pooled to
-4x4 and batch-normalised (a global average pool all but removed the moving mouth and eyes), the
-SPM error averaged over the feature width (||.||^2 / D, so that lambda = 1 weighs the two modules
-alike), mild augmentations without flips, a pre-training learning rate of 1e-2 (3e-3: 69%,
-1e-2: 97%; the spec's 1e-4 is for ResNet-18 at full size), no dropout and temperature 0.05 (with
-dropout 0.1 and temperature 0.1, 2 of 3 seeds stayed order-blind: 22% and 12%; now 88-91% for
-seeds 0-2). The triplet fallback uses the Euclidean distance of normalised vectors. Left out: the real pre-training corpus and the
-FF++/Celeb-DF/DFDC protocol (procedural faces instead, :mod:`vision.video.faces`), face detection
-and alignment, several clips per video (one clip is one video: the video score is the clip's),
-the robustness perturbations, and the paper's localisation analysis.
+256-d per-frame CNN tokens into a Transformer). Everything else is the spec's (ours) choice: the
+CLS token, learnable position embeddings, one token per frame, whole-frame masking at ratio 0.5,
+the MLP predictor, stop-gradient targets from the online CNN (no EMA), InfoNCE, lambda = 1, AdamW,
+the head's width; and the CPU sizes of :class:`vision.video.model.ModelConfig` (32-d tokens, 2
+layers, 4 heads, a 4-layer ConvNet of width 8 in place of ResNet-18, 32 px, 8 frames).
+
+Our own changes, each measured on the synthetic clips (share of held-out clips whose shuffled copy
+lies farther than an augmented one after ~180 pre-training steps): the Transformer sees each
+frame's feature minus the clip's mean over time (``centre``: raw features are ~90% static
+appearance and the CLS stayed order-blind; 3% -> 69% at lr 3e-3); position embeddings initialised
+as unit sinusoids (ViT's 0.02 noise: order-blind); CNN features pooled to 4x4 and batch-normalised
+(a global average pool all but removed the moving mouth and eyes); the SPM error averaged over the
+feature width (||.||^2 / D, so that lambda = 1 weighs the two modules alike); mild augmentations
+without flips; a pre-training learning rate of 1e-2 (3e-3: 69%, 1e-2: 97%; the spec's 1e-4 is for
+ResNet-18 at full size); no dropout and temperature 0.05 (with 0.1 and 0.1, 2 of 3 seeds stayed
+order-blind, 22% and 12%; now 88-91% for seeds 0-2); the triplet fallback's distance is the
+Euclidean one of normalised vectors.
+
+Left out: the real pre-training corpus and the FF++/Celeb-DF/DFDC protocol (procedural faces
+instead, :mod:`vision.video.faces`), face detection and alignment, several clips per video (one
+clip is one video: the video score is the clip's), the robustness perturbations, and the paper's
+localisation analysis.
 """
 from __future__ import annotations
 
