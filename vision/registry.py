@@ -166,6 +166,12 @@ register("pat", "vision.multilabel.pat:PAT",
          "PAT: whole image logit averaged with a soft pivot patch logit (counterfactual direct effect), at training or inference",
          family="multilabel", experiment="vision.multilabel.pat:PATExperimentConfig",
          runner="vision.multilabel.pat:run_pat_experiment")
+register("supervised", "vision.video.model:VideoMethod",
+         "end to end supervised CNN and Transformer detector, trained with BCE on the seen forgery kinds",
+         family="video")
+register("naco", "vision.video.naco:NACO",
+         "NACO: SPM and TCM pretext training on real clips only, then a head on the frozen backbone",
+         family="video")
 
 
 def _load(target: str) -> Any:
