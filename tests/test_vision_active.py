@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,6 @@ import pytest
 import torch
 import yaml
 
-from forked import run_forked
 from curate.cli import main as curate_main
 from vision.active.baselines import known_probability, uncertainty
 from vision.active.experiment import area_under_curve, check_query
@@ -118,25 +119,37 @@ def test_a_run_is_determined_by_its_seeds():
     assert strip(other) != strip(first)
 
 
-def _active_child(folder, kill_after):
-    os.environ.pop(KILL_AFTER_EPOCH, None)
+CHILD = """
+import json, sys
+from pathlib import Path
+from vision.run import run_experiment
+folder = Path(sys.argv[1])
+config = {"openset": {"rounds": 2, "budget": 20},
+          "train": {"epochs": 12, "progress": False, "checkpoint_dir": str(folder / "ckpt")}}
+result = run_experiment("uncertainty", config)
+rounds = [{k: v for k, v in r.items() if k != "seconds"} for r in result["rounds"]]
+(folder / "rounds.json").write_text(json.dumps({"rounds": rounds, "calls": result["oracle_calls"]}))
+"""
+
+
+def _active_child(folder: Path, kill_after: int | None) -> int:
+    """The run in a fresh interpreter (not forked: a fork of a busy test worker can hang in its
+    thread pools); its exit code (-9: SIGKILLed by the test hook)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env.pop(KILL_AFTER_EPOCH, None)
     if kill_after is not None:
-        os.environ[KILL_AFTER_EPOCH] = str(kill_after)
-    config = {"openset": {"rounds": 2, "budget": 20}, "train": {"epochs": 12, "progress": False,
-                                                              "checkpoint_dir": str(folder / "ckpt")}}
-    result = run_experiment("uncertainty", config)
-    rounds = [{k: v for k, v in r.items() if k != "seconds"} for r in result["rounds"]]
-    (folder / "rounds.json").write_text(json.dumps({"rounds": rounds, "calls": result["oracle_calls"]}))
+        env[KILL_AFTER_EPOCH] = str(kill_after)
+    return subprocess.run([sys.executable, "-c", CHILD, str(folder)], env=env, timeout=600).returncode
 
 
 def test_a_killed_run_resumes_to_the_identical_queries(tmp_path):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     whole.mkdir()
     resumed.mkdir()
-    assert run_forked(_active_child, whole, None, timeout=600) == 0
-    assert run_forked(_active_child, resumed, 1, timeout=600) == -9
+    assert _active_child(whole, None) == 0
+    assert _active_child(resumed, 1) == -9
     assert not (resumed / "rounds.json").exists()
-    assert run_forked(_active_child, resumed, None, timeout=600) == 0
+    assert _active_child(resumed, None) == 0
     assert json.loads((whole / "rounds.json").read_text()) == json.loads((resumed / "rounds.json").read_text())
 
 
