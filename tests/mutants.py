@@ -1330,11 +1330,10 @@ def _copy_tree(dest: Path) -> None:
             shutil.copy2(source, dest / name)
 
 
-def _pytest(tree: Path, tests: tuple[str, ...], timeout: float, workers: int = 1) -> int:
+def _pytest(tree: Path, tests: tuple[str, ...], timeout: float) -> int:
     data = os.environ.get("CURATEKIT_DATA") or str(ROOT.parent / "shared" / "data")
     env = {**os.environ, "PYTHONPATH": str(tree), "CURATEKIT_DATA": data, "PYTHONDONTWRITEBYTECODE": "1"}
-    parallel = ["-n", str(workers)] if workers > 1 else ["-p", "no:xdist"]
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *parallel, *tests]
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", *tests]
     try:
         return subprocess.run(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               timeout=timeout).returncode
@@ -1382,8 +1381,7 @@ def main() -> int:
         return 2 if stale else 0
     with tempfile.TemporaryDirectory(prefix="curatekit-mutant-base-") as tmp:
         _copy_tree(Path(tmp))
-        baseline = _pytest(Path(tmp), tuple(dict.fromkeys(t for m in chosen for t in m.tests)), args.timeout * 4,
-                           workers=args.jobs)  # the unmutated tree: every chosen test once, on every worker
+        baseline = _pytest(Path(tmp), tuple(dict.fromkeys(t for m in chosen for t in m.tests)), args.timeout * 4)
     if baseline != 0:
         print(f"mutants: the unmutated tree fails its tests (pytest exit {baseline}); fix that first")
         return 2
