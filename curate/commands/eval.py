@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                 description=entry.description)
         source = task.add_mutually_exclusive_group(required=True)
         source.add_argument("--model", help="model folder or hub id to generate with")
-        samples_flags = ["--samples", "--predictions"] if name in ("gsm8k", "arith") else ["--samples"]
+        samples_flags = ["--samples", "--predictions"] if name in ("gsm8k", "gsm8k-hidden", "arith") else ["--samples"]
         source.add_argument(*samples_flags, dest="samples", metavar="FILE",
                             help="score pre-generated completions: jsonl of {task_id, completion}")
         task.add_argument("--out", help="output folder (default: runs/eval/TASK-NAME)")
@@ -45,9 +45,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="write into a non-empty --out that holds another configuration's run")
         task.add_argument("--no-resume", dest="resume", action="store_false",
                           help="ignore cached generations in the output folder")
-        if name in ("gsm8k", "arith"):
+        if name == "gsm8k-hidden":
+            add_inquiry_options(task)
+        if name in ("gsm8k", "gsm8k-hidden", "arith"):
             task.add_argument("--data", help="dataset file, folder or hub id (default: " + (
-                "offline GSM8K, else openai/gsm8k)" if name == "gsm8k" else
+                "offline GSM8K, else openai/gsm8k)" if name != "arith" else
                 "the task's own generated split: 2000 train / 500 test problems from a fixed seed)"))
             task.add_argument("--split", default="test", help="(default: test)")
             task.add_argument("--prompt-column", help="--data's question column (default: first of prompt, question, "
@@ -72,7 +74,45 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             task.add_argument("--workers", type=int, help="sandbox processes at once (default: CPU count)")
             task.add_argument("--timeout", type=float, default=10.0, help="seconds per program (default: 10)")
         task.set_defaults(func=run_eval, default_out=default_out,
-                          positive=("limit", "num_samples", "max_new_tokens", "batch_size", "workers"))
+                          positive=("limit", "num_samples", "max_new_tokens", "batch_size", "workers", "answer_samples",
+                                    "candidates", "replies", "per_turn", "calibration_size"))
+
+
+def add_inquiry_options(task: argparse.ArgumentParser) -> None:
+    """LaMAI's flags (``curate eval gsm8k-hidden``), their choices from the inquiry registries."""
+    from eval.inquiry.loop import POLICIES
+    from eval.inquiry.scorers import SCORER_HELP
+
+    task.add_argument("--inquiry", default="lamai", choices=list(POLICIES), help="; ".join(
+        f"{k}: {v}" for k, v in POLICIES.items()) + " (default: lamai)")
+    task.add_argument("--scorer", default="uncertainty", choices=list(SCORER_HELP),
+                      help="; ".join(f"{k}: {v}" for k, v in SCORER_HELP.items()))
+    task.add_argument("--user", default="retrieval", choices=["retrieval", "model"],
+                      help="the simulated user: retrieval (TF-IDF over the hidden sentence, default) or model")
+    task.add_argument("--user-model", help="the model user's checkpoint (default: --model)")
+    task.add_argument("--turns", type=int, default=3, help="most turns of questions (default: 3)")
+    task.add_argument("--candidates", type=int, default=5, help="candidate questions per turn (default: 5)")
+    task.add_argument("--answer-samples", type=int, default=5, help="answers sampled for the gate (default: 5)")
+    task.add_argument("--replies", type=int, default=5, help="imagined replies per candidate (default: 5)")
+    task.add_argument("--per-turn", type=int, default=1, help="questions asked per turn (default: 1)")
+    task.add_argument("--threshold", default="median", type=_threshold,
+                      help="answer once the answers' spread u is below this: a number, or median (of u on "
+                      "--calibration-size train problems; default)")
+    task.add_argument("--calibration-size", type=int, default=16, help="(default: 16)")
+    task.add_argument("--embedder", default="hashing",
+                      help="hashing (offline default) or a sentence-transformers folder or hub id")
+
+
+def _threshold(text: str) -> float | str:
+    if text == "median":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'median', got '{text}'") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got '{text}'")
+    return value
 
 
 def default_out(args: argparse.Namespace) -> str:
@@ -115,12 +155,52 @@ def run_eval(args: argparse.Namespace) -> int:
     )
     from curate.core.runs import claim_output, run_log
 
+    inquiry = inquiry_config(args, options) if args.task == "gsm8k-hidden" and args.model else None
     claim_output(args.out, f"eval {args.task}",
                  {k: v for k, v in sorted(vars(args).items()) if k not in NOT_CONFIG}, overwrite=args.overwrite)
     with run_log(args.out):
+        if inquiry is not None:
+            from eval.inquiry.evaluate import evaluate_inquiry
+
+            summary = evaluate_inquiry(inquiry)
+            print(format_inquiry(summary))
+            return 0
         summary = evaluate(config)
     print(format_summary(summary))
     return 0
+
+
+def inquiry_config(args: argparse.Namespace, options):
+    """The LaMAI run ``curate eval gsm8k-hidden --model M`` describes (checked before any model loads)."""
+    from eval.inquiry.evaluate import InquiryEvalConfig
+    from eval.inquiry.llm import Sampling
+    from eval.inquiry.loop import InquiryConfig
+
+    inquiry = InquiryConfig(policy=args.inquiry, scorer=args.scorer, samples=args.answer_samples,
+                            candidates=args.candidates, replies=args.replies, turns=args.turns,
+                            per_turn=args.per_turn, seed=args.seed)
+    sampling = Sampling(temperature=0.7 if args.temperature is None else args.temperature, top_p=args.top_p,
+                        answer_tokens=args.max_new_tokens or 256)
+    return InquiryEvalConfig(model=args.model, out_dir=args.out, inquiry=inquiry, user=args.user,
+                             user_model=args.user_model, embedder=args.embedder, threshold=args.threshold,
+                             calibration=args.calibration_size, sampling=sampling, backend=args.backend,
+                             dtype=args.dtype, device=args.device, batch_size=args.batch_size, resume=args.resume,
+                             options=options)
+
+
+def format_inquiry(summary: dict) -> str:
+    low, high = summary["accuracy_ci95"]
+    policy = summary["inquiry"]["policy"] + (f" ({summary['inquiry']['scorer']})"
+                                             if summary["inquiry"]["policy"] == "lamai" else "")
+    return "\n".join([
+        f"{summary['task']}: {summary['problems']} problems, inquiry {policy}, user {summary['user']} "
+        f"({summary['backend']})",
+        f"  accuracy  {100 * summary['accuracy']:6.2f}%  (95% CI {100 * low:.1f}-{100 * high:.1f})",
+        f"  questions {summary['questions_per_problem']:.2f} per problem, {100 * summary['share_asking']:.0f}% "
+        f"asked any; threshold u < {summary['threshold']:.4g}; leakage {100 * summary['leakage_rate']:.1f}%",
+        f"  samples: {summary['files']['samples']}",
+        f"  summary: {summary['files']['summary']}",
+    ])
 
 
 def format_summary(summary: dict) -> str:

@@ -1,5 +1,5 @@
 """The task registry: ``get_task("gsm8k")``, ``get_task("humaneval")``, ``get_task("arith")``,
-``get_task("pyfunc")``; see :mod:`eval.tasks.base`. :data:`BUILTIN` names the built-in tasks with
+``get_task("pyfunc")``, ``get_task("gsm8k-hidden")``; see :mod:`eval.tasks.base`. :data:`BUILTIN` names the built-in tasks with
 their one-line descriptions and is importable without loading any task (``curate eval --help`` is
 built from it); the task modules are imported, and register themselves, when anything else here is
 first used."""
@@ -16,6 +16,8 @@ class Builtin(NamedTuple):
 
 BUILTIN: dict[str, Builtin] = {
     "gsm8k": Builtin("eval.tasks.gsm8k", "GSM8K grade-school math, exact match on the final number"),
+    "gsm8k-hidden": Builtin("eval.tasks.gsm8k_hidden", "GSM8K with one number-bearing sentence held by a simulated "
+                            "user (LaMAI's active inquiry: --inquiry)"),
     "humaneval": Builtin("eval.tasks.humaneval", "HumanEval Python function synthesis, pass@k in the sandbox"),
     "arith": Builtin("eval.tasks.arith", "synthetic +/- word problems with worked answers (curate demo's task), "
                      "GSM8K verifier"),
