@@ -15,7 +15,8 @@ from curate.cli import main as curate_main
 from curate.core.cache import KILL_ENV
 from eval.inquiry.dialogue import DONT_KNOW, Problem, Turn
 from eval.inquiry.embed import HashingEmbedder, semantic_classes, spread
-from eval.inquiry.loop import POLICIES, InquiryConfig, inquire
+from eval.inquiry.loop import InquiryConfig, inquire
+from eval.inquiry.registry import POLICIES, SCORERS
 from eval.inquiry.scorers import ScoreContext, eig_scores, uncertainty_scores
 from eval.inquiry.users import RetrievalUser, RuleUser, leaks, slot_of
 from eval.inquiry.world import IRRELEVANT, QUESTIONS, ScriptedAssistant, WorldConfig, exact_eig, make_problem
@@ -238,6 +239,12 @@ def test_with_an_oracle_gsm8k_hidden_needs_the_question_and_the_retrieval_user_g
                   for p in problems]
         accuracy[policy] = np.mean([v[0].correct for v in task.verify(rows, finals, TaskOptions())])
     assert accuracy["none"] < 0.05 and accuracy["lamai"] > 0.95, accuracy
+
+
+def test_the_registry_names_every_scorer():
+    from eval.inquiry.scorers import SCORERS as IMPLEMENTED
+
+    assert set(SCORERS) == set(IMPLEMENTED)
 
 
 def test_leaks_marks_replies_that_state_the_gold_number():

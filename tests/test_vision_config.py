@@ -15,6 +15,8 @@ from curate.cli import main as curate_main
 from vision.registry import FAMILIES, METHODS, MethodEntry, experiment_class
 from vision.run import ExperimentConfig, build_config, load_config
 
+from refused import recipe as _recipe, refused as _refused
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = ROOT / "recipes" / "vision"
 
@@ -25,29 +27,6 @@ def no_data(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("data loaded before the config was checked")
     monkeypatch.setattr("vision.data.load_images", refuse)
-
-
-def _refused(tmp_path: Path, capsys, method: str, config: dict) -> str:
-    """Run ``curate vision METHOD`` on ``config``; assert exit 2, one line, nothing written; the line."""
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "out" / "r.json"
-    assert curate_main(["vision", method, "--config", str(path), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1, err
-    assert str(path) in err  # names the file
-    assert not (tmp_path / "out").exists()
-    return err
-
-
-def _recipe(method: str, section: str | None = None, bad: dict | None = None) -> dict:
-    """The method's recipe, with ``bad`` fields put into ``section`` (None: the top level)."""
-    config = yaml.safe_load((RECIPES / f"{method}.yaml").read_text())
-    if bad and section is None:
-        config.update(bad)
-    elif bad:
-        config[section] = {**(config.get(section) or {}), **bad}
-    return config
 
 
 @pytest.mark.parametrize("method, section, bad, message", [

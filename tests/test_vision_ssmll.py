@@ -12,8 +12,8 @@ import pytest
 import torch
 import yaml
 
-from curate.cli import main as curate_main
 from forked import run_forked
+from refused import recipe, refused
 from vision.backbones import build_backbone
 from vision.multilabel.patches import aggregate, patch_view
 from vision.multilabel.ssmll import (CAPConfig, D2LMATConfig, FourHeads, asl, cap_thresholds, ema_of, main_loss,
@@ -342,18 +342,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, kill_after):
     ("d2l_mat", "train", {"warmup_epochs": 30}, "train.warmup_epochs (30) must be below train.epochs (30)"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, method, section, bad, message):
-    config = yaml.safe_load((RECIPES / f"{method}.yaml").read_text())
-    if section:
-        config[section] = {**config[section], **bad}
-    else:
-        config.update(bad)
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "out" / "r.json"
-    assert curate_main(["vision", method, "--config", str(path), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and message in err, err
-    assert not out.parent.exists()
+    err = refused(tmp_path, capsys, method, recipe(method, section, bad))
+    assert message in err, err
 
 
 def test_mat_holdout_fits_the_thresholds_on_labelled_images_it_does_not_train_on():

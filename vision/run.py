@@ -45,6 +45,12 @@ def build_config(raw: Mapping[str, Any], method: str, where: str = "config") -> 
     config = from_mapping(experiment_class(method), dict(raw) if isinstance(raw, Mapping) else raw, where)
     options = method_options(method, config.method, where)
     config.method = {key: getattr(options, key) for key in config.method}  # as typed by the method's config
+    check = getattr(config, "check_with_method", None)  # checks that need both (e.g. a schedule the method needs)
+    if check is not None:
+        try:
+            check(options)
+        except BadInputError as err:
+            raise BadInputError(f"{where}: {err}") from None
     return config
 
 

@@ -80,15 +80,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def add_inquiry_options(task: argparse.ArgumentParser) -> None:
     """LaMAI's flags (``curate eval gsm8k-hidden``), their choices from the inquiry registries."""
-    from eval.inquiry.loop import POLICIES
-    from eval.inquiry.scorers import SCORER_HELP
+    from eval.inquiry.registry import GSM8K_USERS, POLICIES, SCORERS, USERS
 
     task.add_argument("--inquiry", default="lamai", choices=list(POLICIES), help="; ".join(
         f"{k}: {v}" for k, v in POLICIES.items()) + " (default: lamai)")
-    task.add_argument("--scorer", default="uncertainty", choices=list(SCORER_HELP),
-                      help="; ".join(f"{k}: {v}" for k, v in SCORER_HELP.items()))
-    task.add_argument("--user", default="retrieval", choices=["retrieval", "model"],
-                      help="the simulated user: retrieval (TF-IDF over the hidden sentence, default) or model")
+    task.add_argument("--scorer", default="uncertainty", choices=list(SCORERS),
+                      help="; ".join(f"{k}: {v}" for k, v in SCORERS.items()))
+    task.add_argument("--user", default="retrieval", choices=list(GSM8K_USERS), help="the simulated user: " + "; ".join(
+        f"{k}: {USERS[k]}" for k in GSM8K_USERS) + " (default: retrieval)")
     task.add_argument("--user-model", help="the model user's checkpoint (default: --model)")
     task.add_argument("--turns", type=int, default=3, help="most turns of questions (default: 3)")
     task.add_argument("--candidates", type=int, default=5, help="candidate questions per turn (default: 5)")

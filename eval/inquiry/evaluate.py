@@ -26,12 +26,12 @@ from eval.inquiry.dialogue import Problem
 from eval.inquiry.embed import Embedder, load_embedder, spread
 from eval.inquiry.llm import ModelAssistant, Sampling
 from eval.inquiry.loop import InquiryConfig, inquire
+from eval.inquiry.registry import GSM8K_USERS
 from eval.inquiry.users import ModelUser, RetrievalUser, leaks
 from eval.metrics import wilson_interval
 from eval.tasks import TaskOptions, get_task
 
 TASK = "gsm8k-hidden"
-GSM8K_USERS = ("retrieval", "model")
 
 
 @dataclass

@@ -30,16 +30,9 @@ from curate.core.cache import derive_seed
 from curate.core.errors import BadInputError
 from eval.inquiry.dialogue import Assistant, Dialogue, Problem, Turn, User
 from eval.inquiry.embed import Embedder, HashingEmbedder, spread
+from eval.inquiry.registry import POLICIES
 from eval.inquiry.scorers import SCORERS, ScoreContext
 
-POLICIES = {
-    "lamai": "ask the candidate the scorer ranks first (uncertainty or EIG)",
-    "none": "answer directly, no questions",
-    "random": "ask a random candidate question",
-    "first": "ask the model's own first question (no selection)",
-    "all": "ask every candidate question at once",
-    "full": "answer with the hidden context given (reference)",
-}
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,4 @@ def class_entropy(labels: np.ndarray) -> float:
     return float(entropy(counts))
 
 
-SCORERS: dict[str, Scorer] = {"uncertainty": uncertainty_scores, "eig": eig_scores}
-SCORER_HELP = {"uncertainty": "spread of the imagined replies (default)",
-               "eig": "expected information gain over the final answer's semantic classes"}
+SCORERS: dict[str, Scorer] = {"uncertainty": uncertainty_scores, "eig": eig_scores}  # as in registry.SCORERS

@@ -95,7 +95,3 @@ def leaks(reply: str, gold: str) -> bool:
     """Whether a reply states the reference answer (a number as a whole token)."""
     return bool(gold) and re.search(rf"(?<![\d.]){re.escape(gold)}(?![\d])", reply.replace(",", "")) is not None
 
-
-USERS = {"rule": "keyword rule over the hidden slots (hidden-slot world)",
-         "retrieval": "the hidden sentence with the highest TF-IDF cosine, else I don't know",
-         "model": "a language model prompted with the hidden context"}

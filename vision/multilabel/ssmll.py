@@ -158,6 +158,17 @@ class SSMLLExperimentConfig:
         if not 0 <= self.jitter <= 16:
             raise BadInputError(f"jitter must be in [0, 16], got {self.jitter}")
 
+    def check_with_method(self, options: Any) -> None:
+        """What the training schedule must give this method (``build_config`` names the file)."""
+        train = self.train
+        if not train.augment:
+            raise BadInputError(f"train.augment: the semi-supervised loop needs weak and strong views (got {train.augment!r})")
+        if train.flip:
+            raise BadInputError(f"train.flip: digit mosaics are not flipped (got {train.flip!r})")
+        if not isinstance(options, LabelledOnlyConfig) and train.warmup_epochs >= train.epochs:
+            raise BadInputError(f"train.warmup_epochs ({train.warmup_epochs}) must be below train.epochs "
+                                f"({train.epochs}): the main stage needs an epoch")
+
 
 class D2LMAT:
     name = "d2l_mat"
@@ -413,14 +424,8 @@ def run_ssmll_experiment(method: D2LMAT, config: SSMLLExperimentConfig) -> dict[
     from vision.multilabel.mosaics import digit_mosaics
 
     options, train = method.config, config.train
-    if not train.augment:
-        raise BadInputError(f"train.augment: the semi-supervised loop needs weak and strong views (got {train.augment!r})")
-    if train.flip:
-        raise BadInputError(f"train.flip: digit mosaics are not flipped (got {train.flip!r})")
+    config.check_with_method(options)
     baseline = isinstance(options, LabelledOnlyConfig)
-    if not baseline and train.warmup_epochs >= train.epochs:
-        raise BadInputError(f"train.warmup_epochs ({train.warmup_epochs}) must be below train.epochs "
-                            f"({train.epochs}): the main stage needs an epoch")
     x, y, test_x, test_y = digit_mosaics(config.mosaic, config.seed)
     canvas = np.random.default_rng([config.mosaic.seed, 29])
     x, test_x = jittered(x, config.jitter, canvas), jittered(test_x, config.jitter, canvas)
