@@ -54,12 +54,10 @@ def _far_orders(n: int, generator: torch.Generator) -> torch.Tensor:
     return torch.stack(orders)
 
 
-@pytest.fixture(scope="module")
-def pretrained():
-    """NACO pre-trained on real clips only (the SPM + TCM stage), with its data."""
+def _pretrain(epochs: int):
     torch.manual_seed(0)
     config = build_config({**TINY, "clips": {"frames": FRAMES, "real_train": 64, "fake_train": 8, "test": 32},
-                           "train": {**TINY["train"], "pretrain_epochs": 30, "finetune_epochs": 2, "batch_size": 8,
+                           "train": {**TINY["train"], "pretrain_epochs": epochs, "finetune_epochs": 2, "batch_size": 8,
                                      "lr": 1e-2, "head_lr": 1e-2}}, "naco")
     method = build_method("naco", config.method)
     data = face_videos(config.clips, SIZE, config.seed)
@@ -67,6 +65,19 @@ def pretrained():
     stages = method.stages(config.train)
     train_stages(method, model, stages[:1], data, config, torch.device("cpu"))
     return method, model, stages, data, config
+
+
+@pytest.fixture(scope="module")
+def pretrained():
+    """NACO pre-trained on real clips only (the SPM + TCM stage, 30 epochs), with its data."""
+    return _pretrain(30)
+
+
+@pytest.fixture(scope="module")
+def warm():
+    """The same after 2 epochs: BatchNorm statistics of real clips, for the tests that need no learned features
+    (the mutation check runs them often)."""
+    return _pretrain(2)
 
 
 # -- 1. order sensitivity ------------------------------------------------------------------------
@@ -163,8 +174,8 @@ def test_no_leak_through_batch_statistics_in_train_mode():
                               method.spm_predictions(model, noisy, masked), atol=1e-5)
 
 
-def test_the_spm_target_comes_from_the_true_frames_and_the_loss_from_masked_ones(pretrained):
-    method, model, _, data, _ = pretrained  # BatchNorm statistics of real clips: unit-scale features
+def test_the_spm_target_comes_from_the_true_frames_and_the_loss_from_masked_ones(warm):
+    method, model, _, data, _ = warm  # BatchNorm statistics of real clips: unit-scale features
     model.eval()
     clips = data.real_train[:8]
     masked = spm_mask(len(clips), FRAMES, 0.5, torch.Generator().manual_seed(0))
@@ -182,8 +193,8 @@ def test_the_spm_target_comes_from_the_true_frames_and_the_loss_from_masked_ones
 
 
 # -- 3. the frozen detection stage ---------------------------------------------------------------
-def test_fine_tuning_changes_only_the_head(pretrained):
-    method, model, stages, data, config = pretrained
+def test_fine_tuning_changes_only_the_head(warm):
+    method, model, stages, data, config = warm
     before = {k: v.clone() for k, v in model.state_dict().items()}
     buffers = [k for k in before if "running_" in k or "num_batches" in k]
     assert buffers and any(k.startswith("backbone.") for k in buffers)
