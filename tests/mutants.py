@@ -1207,10 +1207,10 @@ MUTANTS: list[Mutant] = [
     Mutant("patches-mean-pooling", "vision/multilabel/patches.py",
            "(torch.softmax(patch_logits, dim=1) * patch_logits).sum(dim=1)", "patch_logits.mean(dim=1)",
            ("tests/test_vision_ssmll.py::test_aggregation_is_soft_max_pooling_over_patches",)),
-    Mutant("ssmll-checkpoint-without-teacher", "vision/multilabel/ssmll.py",
+    Mutant("ssmll-checkpoint-without-teacher", "vision/multilabel/ssmll_experiment.py",
            'teacher.load_state_dict(state["teacher"])', "teacher.load_state_dict(teacher.state_dict())",
            ("tests/test_vision_ssmll.py::test_a_killed_run_resumes_to_the_uninterrupted_result[2]",)),
-    Mutant("ssmll-checkpoint-without-random-states", "vision/multilabel/ssmll.py",
+    Mutant("ssmll-checkpoint-without-random-states", "vision/multilabel/ssmll_experiment.py",
            '        rng.restore(state["rng"], generators)\n        history, start', "        history, start",
            ("tests/test_vision_ssmll.py::test_a_killed_run_resumes_to_the_uninterrupted_result[1]",)),
     # pat (counterfactual multi-label): PAT-I / PAT-T, vision/multilabel/pat.py and its mosaics

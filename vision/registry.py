@@ -150,14 +150,14 @@ register("dcfs", "vision.active.dcfs:DCFS",
 register("d2l_mat", "vision.multilabel.ssmll:D2LMAT",
          "D2L + MAT: semi supervised multi label, patch and global heads, pseudo labels from generation heads, "
          "per class thresholds maximising F beta on the labelled set", family="multilabel",
-         experiment="vision.multilabel.ssmll:SSMLLExperimentConfig", runner="vision.multilabel.ssmll:run_ssmll_experiment")
+         experiment="vision.multilabel.ssmll:SSMLLExperimentConfig", runner="vision.multilabel.ssmll_experiment:run_ssmll_experiment")
 register("ssmll_cap", "vision.multilabel.ssmll:CAP",
          "CAP style pseudo labels for semi supervised multi label: one head, thresholds matching the class prior on unlabelled data",
          family="multilabel", experiment="vision.multilabel.ssmll:SSMLLExperimentConfig",
-         runner="vision.multilabel.ssmll:run_ssmll_experiment")
+         runner="vision.multilabel.ssmll_experiment:run_ssmll_experiment")
 register("ssmll_bce", "vision.multilabel.ssmll:LabelledOnly",
          "labelled only BCE baseline for semi supervised multi label, fixed 0.5 threshold", family="multilabel",
-         experiment="vision.multilabel.ssmll:SSMLLExperimentConfig", runner="vision.multilabel.ssmll:run_ssmll_experiment")
+         experiment="vision.multilabel.ssmll:SSMLLExperimentConfig", runner="vision.multilabel.ssmll_experiment:run_ssmll_experiment")
 register("det_baseline", "vision.multilabel.pat:DeTBaseline",
          "dependent training baseline: one shared backbone and head for all labels, BCE on whole images, sigmoid at 0.5",
          family="multilabel", experiment="vision.multilabel.pat:PATExperimentConfig",
