@@ -248,7 +248,8 @@ def test_pat_i_with_zero_patch_weight_is_the_baseline_it_reports():
 def test_an_int_model_reads_its_own_label_only():
     # Kills an InT (independent training) whose per-class model also learns from the other labels:
     # then it would be one more shared (dependent) model.
-    from vision.multilabel.pat import DeTBaseline, BaselineConfig, PATExperimentConfig, train_net
+    from vision.multilabel.pat import DeTBaseline, BaselineConfig, PATExperimentConfig
+    from vision.multilabel.pat_experiment import train_net
     from vision.run import build_config
 
     config = build_config(_tiny(loss="bce", independent=True), "det_baseline")

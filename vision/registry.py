@@ -161,11 +161,11 @@ register("ssmll_bce", "vision.multilabel.ssmll:LabelledOnly",
 register("det_baseline", "vision.multilabel.pat:DeTBaseline",
          "dependent training baseline: one shared backbone and head for all labels, BCE on whole images, sigmoid at 0.5",
          family="multilabel", experiment="vision.multilabel.pat:PATExperimentConfig",
-         runner="vision.multilabel.pat:run_pat_experiment")
+         runner="vision.multilabel.pat_experiment:run_pat_experiment")
 register("pat", "vision.multilabel.pat:PAT",
          "PAT: whole image logit averaged with a soft pivot patch logit (counterfactual direct effect), at training or inference",
          family="multilabel", experiment="vision.multilabel.pat:PATExperimentConfig",
-         runner="vision.multilabel.pat:run_pat_experiment")
+         runner="vision.multilabel.pat_experiment:run_pat_experiment")
 register("supervised", "vision.video.model:VideoMethod",
          "end to end supervised CNN and Transformer detector, trained with BCE on the seen forgery kinds",
          family="video")
