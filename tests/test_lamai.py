@@ -325,3 +325,21 @@ def test_a_killed_run_resumes_to_the_identical_result(tiny_model_dir, tmp_path):
     assert not (resumed / "samples.jsonl").exists()
     assert run_forked(_child, tiny_model_dir, resumed, False) == 0
     assert (whole / "samples.jsonl").read_text() == (resumed / "samples.jsonl").read_text()
+
+
+def test_the_model_user_is_prompted_with_the_hidden_context_and_replies_in_one_line(tiny_model):
+    from curate.llm.generation import HFGenerator
+    from eval.inquiry.users import ModelUser
+
+    model, tokenizer = tiny_model
+    seen: list[str] = []
+
+    class Recording(HFGenerator):
+        def generate(self, prompts, **sampling):
+            seen.extend(prompts)
+            return super().generate(prompts, **{**sampling, "max_new_tokens": 6})
+
+    problem = Problem("p", "How many apples are left?", ("Tom has 5 apples.",), "3")
+    reply = ModelUser(Recording(model, tokenizer, progress=False)).reply(problem, "How many apples does Tom have?")
+    assert isinstance(reply, str) and reply and "\n" not in reply
+    assert "Tom has 5 apples." in seen[-1] and "How many apples does Tom have?" in seen[-1]

@@ -9,16 +9,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
-from curate.cli import main as curate_main
 from vision.data import load_images
 from vision.distill.base import Distiller, weights_digest
 from vision.distill.experiment import DistillExperimentConfig, run_distill_experiment
 from vision.distill.kd import KD, KDConfig, softmax_kd
 from vision.run import build_config
 from vision.train import Batch, Method, TrainConfig, _checkpoint_path, fit
+from refused import refused
 
 
 def _np_kd(student: np.ndarray, teacher: np.ndarray, t: float) -> float:
@@ -201,20 +200,9 @@ def no_data(monkeypatch):
     monkeypatch.setattr("vision.data.load_images", refuse)
 
 
-def _refused(tmp_path, capsys, method: str, config: dict) -> str:
-    path = tmp_path / "bad.yaml"
-    path.write_text(yaml.safe_dump(config))
-    out = tmp_path / "out" / "r.json"
-    assert curate_main(["vision", method, "--config", str(path), "--out", str(out)]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1, err
-    assert not (tmp_path / "out").exists()
-    return err
-
-
 def test_a_missing_teacher_weights_file_is_one_line_before_any_data(tmp_path, capsys, no_data):
     config = {"teacher": {"backbone": "mlp:16"}, "teacher_weights": str(tmp_path / "nope.pt")}
-    err = _refused(tmp_path, capsys, "kd", config)
+    err = refused(tmp_path, capsys, "kd", config, names_file=False)
     assert f"teacher_weights: no file at '{tmp_path / 'nope.pt'}'" in err
 
 
@@ -235,7 +223,7 @@ def test_a_bad_teacher_weights_file_is_one_line(tmp_path, capsys, content, messa
     else:
         torch.save(build_backbone("mlp:16", 1, 10, 8).state_dict(), path)
     config = {"teacher": {"backbone": "convnet"}, "teacher_weights": str(path), "train": {"epochs": 1}}
-    err = _refused(tmp_path, capsys, "kd", config)
+    err = refused(tmp_path, capsys, "kd", config, names_file=False)
     assert message in err and "into a 'convnet' teacher" in err
 
 

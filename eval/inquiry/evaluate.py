@@ -88,9 +88,9 @@ def evaluate_inquiry(config: InquiryEvalConfig, generator=None) -> dict[str, Any
     task = get_task(TASK)
     rows = list(task.load(config.options))
     out = Path(config.out_dir)
+    embedder = load_embedder(config.embedder)  # a wrong name fails here, before the model loads
     generator = generator or load_generator(config.model, config.backend, dtype=config.dtype, device=config.device,
                                             batch_size=config.batch_size, progress=False)
-    embedder = load_embedder(config.embedder)
     assistant = ModelAssistant(generator, task, config.options, config.sampling)
     if config.user == "model":
         user_generator = generator if config.user_model in (None, config.model) else load_generator(
