@@ -104,7 +104,9 @@ def evaluate_inquiry(config: InquiryEvalConfig, generator=None) -> dict[str, Any
                             sort_keys=True, default=str),
                  *(row["task_id"] + row["question"] for row in rows))
     threshold = config.threshold
-    if threshold == "median":
+    if config.inquiry.policy in ("none", "full"):  # no gate: nothing to calibrate
+        threshold = 0.0 if threshold == "median" else threshold
+    elif threshold == "median":
         threshold = _cached_threshold(out / "cache" / f"threshold-{key}.json", lambda: calibrate(
             assistant, problems_from(list(task.load(replace(config.options, split="train", limit=config.calibration)))),
             config.inquiry.samples, config.inquiry.seed, embedder))
