@@ -249,6 +249,7 @@ def test_the_registry_names_every_scorer():
 
 def test_leaks_marks_replies_that_state_the_gold_number():
     assert leaks("It is 1,200 dollars.", "1200") and not leaks("It is 12000.", "1200") and not leaks(DONT_KNOW, "3")
+    assert leaks("It is 18.", "18") and not leaks("It is 18.5 or 1.18.", "18")  # a decimal is another number
 
 
 # --- GSM8K-Hidden data -------------------------------------------------------------------------------

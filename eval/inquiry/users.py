@@ -93,5 +93,5 @@ class ModelUser:
 
 def leaks(reply: str, gold: str) -> bool:
     """Whether a reply states the reference answer (a number as a whole token)."""
-    return bool(gold) and re.search(rf"(?<![\d.]){re.escape(gold)}(?![\d])", reply.replace(",", "")) is not None
+    return bool(gold) and re.search(rf"(?<![\d.]){re.escape(gold)}(?!\d|\.\d)", reply.replace(",", "")) is not None
 
